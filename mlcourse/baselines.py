@@ -27,22 +27,9 @@ from torch import nn
 
 from .config import get_device
 from .data.base import ImageClassDataset
+from .fewshot import validate_task
 from .models import conv4_classifier
 from .train import History, train_loop
-
-
-def _check_support(support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> int:
-    if support_x.dim() != 4 or query_x.dim() != 4:
-        raise ValueError(f"images must be [B, C, H, W]: support {tuple(support_x.shape)}, query {tuple(query_x.shape)}")
-    if support_x.shape[1:] != query_x.shape[1:]:
-        raise ValueError(f"support images {tuple(support_x.shape[1:])} and query images {tuple(query_x.shape[1:])} differ in shape")
-    if support_y.shape != (support_x.shape[0],):
-        raise ValueError(f"{support_x.shape[0]} support images but labels of shape {tuple(support_y.shape)}")
-    n_way = int(support_y.max()) + 1
-    counts = torch.bincount(support_y, minlength=n_way)
-    if support_y.min() < 0 or (counts == 0).any():
-        raise ValueError(f"support labels must cover 0..N-1 with no gaps, got counts {counts.tolist()}")
-    return n_way
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -58,7 +45,7 @@ class PixelNearestNeighbour:
     from the query to the closest support image of class j."""
 
     def __call__(self, support_x, support_y, query_x):
-        n_way = _check_support(support_x, support_y, query_x)
+        n_way = validate_task(support_x, support_y, query_x)
         d = torch.cdist(query_x.flatten(1), support_x.flatten(1))  # [Q, S]
         scores = torch.full((query_x.shape[0], n_way), float("-inf"), device=d.device)
         for j in range(n_way):
@@ -75,7 +62,7 @@ class FinetuneFromScratch:
         self.steps, self.lr, self.seed, self.hidden = steps, lr, seed, hidden
 
     def __call__(self, support_x, support_y, query_x):
-        n_way = _check_support(support_x, support_y, query_x)
+        n_way = validate_task(support_x, support_y, query_x)
         torch.manual_seed(self.seed)  # the same initial network for every episode
         model = conv4_classifier(n_way, tuple(support_x.shape[1:]), hidden=self.hidden).to(support_x.device)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
@@ -152,7 +139,7 @@ class PretrainedFeatures:
             return F.normalize(self.backbone(x), dim=1)
 
     def __call__(self, support_x, support_y, query_x):
-        n_way = _check_support(support_x, support_y, query_x)
+        n_way = validate_task(support_x, support_y, query_x)
         fs, fq = self.features(support_x), self.features(query_x)
         if self.mode == "centroid":
             prototypes = F.normalize(class_means(fs, support_y, n_way), dim=1)

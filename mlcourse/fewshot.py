@@ -1,0 +1,182 @@
+"""The protocol every few-shot classifier in the course follows.
+
+A few-shot classifier is an ``nn.Module`` that
+
+1. **meta-trains** on a class-indexed dataset: ``model.meta_train(train_set, steps=...,
+   time_budget=..., seed=..., device=..., progress=True) -> History``;
+2. **predicts**: given a support set (images and labels ``0..N-1``, any N and K) and query
+   images, ``model(support_x, support_y, query_x)`` returns logits ``[num_queries, N]``;
+3. **saves and loads** itself: ``model.save(path)``; ``FewShotClassifier.load(path)``.
+
+The default :meth:`FewShotClassifier.meta_train` is *episodic training* (Vinyals et al.,
+2016): draw an N-way K-shot episode from the training classes, compute the loss of the
+query predictions, take an optimiser step. A method only has to define
+:meth:`FewShotClassifier.forward`; methods whose training is different (MAML's inner
+loop, say) override :meth:`FewShotClassifier.meta_train` or :meth:`episode_loss`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import get_device
+from .data.episodes import EpisodeDataset
+from .train import History, load_checkpoint, save_checkpoint, train_loop
+
+
+def validate_task(support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> int:
+    """Check a support/query pair and return N, the number of classes.
+
+    Raises ``ValueError`` for images that are not ``[B, C, H, W]``, support and query images
+    of different shapes, labels that do not match the images, labels outside ``0..N-1`` and
+    classes with no support image.
+    """
+    if support_x.dim() != 4 or query_x.dim() != 4:
+        raise ValueError(
+            f"images must be [B, C, H, W]: got support {tuple(support_x.shape)}, query {tuple(query_x.shape)}"
+        )
+    if support_x.shape[1:] != query_x.shape[1:]:
+        raise ValueError(
+            f"support images {tuple(support_x.shape[1:])} and query images {tuple(query_x.shape[1:])} differ in shape"
+        )
+    if support_y.dim() != 1 or support_y.shape[0] != support_x.shape[0]:
+        raise ValueError(f"{support_x.shape[0]} support images but labels of shape {tuple(support_y.shape)}")
+    if support_x.shape[0] == 0:
+        raise ValueError("the support set is empty")
+    if support_y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"support labels must be integers, got {support_y.dtype}")
+    lo, hi = int(support_y.min()), int(support_y.max())
+    if lo < 0:
+        raise ValueError(f"support labels must lie in 0..N-1, found {lo}")
+    n_way = hi + 1
+    counts = torch.bincount(support_y.long(), minlength=n_way)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"support labels must cover 0..{n_way - 1} with no gaps: classes {empty} have no support image "
+            "(remap labels per episode, e.g. with mlcourse.data.episodes.relabel)"
+        )
+    return n_way
+
+
+class FewShotClassifier(nn.Module):
+    """Base class: episodic meta-training, chunked prediction, save/load.
+
+    Subclasses implement ``forward(support_x, support_y, query_x) -> logits [Q, N]`` and
+    record their constructor arguments by calling ``super().__init__()`` first: the base
+    class captures them so :meth:`load` can rebuild the model.
+    """
+
+    registry: ClassVar[dict[str, type]] = {}
+    method_name: ClassVar[str] = "fewshot"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        FewShotClassifier.registry[cls.__name__] = cls
+
+    def __init__(self):
+        super().__init__()
+        # Record the arguments of the subclass constructor that called us, for load().
+        frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        sig = inspect.signature(type(self).__init__)
+        self._config = {
+            name: frame.f_locals[name]  # type: ignore[union-attr]
+            for name in sig.parameters
+            if name != "self" and name in frame.f_locals  # type: ignore[union-attr]
+        }
+
+    # -- prediction ---------------------------------------------------------------------
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, support_x, support_y, query_x, chunk: int = 1024) -> torch.Tensor:
+        """Logits for any number of queries, in chunks, in eval mode, on the model's device."""
+        validate_task(support_x, support_y, query_x)
+        was_training = self.training
+        self.eval()
+        device = self.device
+        sx, sy = support_x.to(device), support_y.to(device)
+        out = [self(sx, sy, query_x[i : i + chunk].to(device)) for i in range(0, len(query_x), chunk)]
+        self.train(was_training)
+        return torch.cat(out)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    # -- meta-training ------------------------------------------------------------------
+    def episode_loss(self, episode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the query predictions of one episode, and the logits."""
+        logits = self(episode.support_x, episode.support_y, episode.query_x)
+        return F.cross_entropy(logits, episode.query_y), logits
+
+    def make_optimizer(self, lr: float, steps: int):
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        # halve the learning rate four times over training: the schedule of Snell et al.
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, steps // 4), gamma=0.5)
+        return opt, sched
+
+    def meta_train(
+        self,
+        dataset,
+        *,
+        n_way: int = 5,
+        k_shot: int = 1,
+        q_query: int = 15,
+        steps: int = 1000,
+        lr: float = 1e-3,
+        time_budget: float | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        progress: bool = True,
+        history: History | None = None,
+    ) -> History:
+        """Episodic training: ``steps`` episodes (or ``time_budget`` seconds), one Adam step each."""
+        device = torch.device(device) if device is not None else get_device()
+        self.to(device)
+        torch.manual_seed(seed)
+        episodes = EpisodeDataset(dataset, n_way, k_shot, q_query, num_episodes=max(1, steps), seed=seed)
+        opt, sched = self.make_optimizer(lr, steps)
+
+        def step(i):
+            self.train()
+            ep = episodes[i % len(episodes)].to(device)
+            loss, logits = self.episode_loss(ep)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            acc = (logits.argmax(-1) == ep.query_y).float().mean()
+            return {"loss": loss.item(), "acc": acc.item()}
+
+        history = train_loop(step, steps, time_budget=time_budget, history=history, desc=f"meta-train {type(self).__name__}", progress=progress)
+        self.eval()
+        return history
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: str | Path, **extra) -> Path:
+        """Write class name, constructor arguments and weights (atomically)."""
+        state = {"class": type(self).__name__, "config": self._config, "state_dict": self.state_dict(), **extra}
+        return save_checkpoint(path, state)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location="cpu") -> "FewShotClassifier":
+        """Rebuild a model saved with :meth:`save`."""
+        state = load_checkpoint(path, map_location=map_location)
+        name = state.get("class")
+        if name not in FewShotClassifier.registry:
+            raise ValueError(f"{path}: unknown model class {name!r} (known: {sorted(FewShotClassifier.registry)})")
+        model_cls = FewShotClassifier.registry[name]
+        if cls is not FewShotClassifier and not issubclass(model_cls, cls):
+            raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
+        model = model_cls(**state["config"])
+        model.load_state_dict(state["state_dict"])
+        return model.eval()

@@ -1,0 +1,50 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import toy_dataset
+from mlcourse.fewshot import FewShotClassifier, validate_task
+
+
+class NearestMean(FewShotClassifier):
+    """A minimal protocol implementation: a linear embedding and nearest class mean."""
+
+    def __init__(self, in_features: int = 64, dim: int = 8):
+        super().__init__()
+        self.embed = torch.nn.Linear(in_features, dim)
+
+    def forward(self, support_x, support_y, query_x):
+        n = validate_task(support_x, support_y, query_x)
+        zs, zq = self.embed(support_x.flatten(1)), self.embed(query_x.flatten(1))
+        protos = torch.stack([zs[support_y == j].mean(0) for j in range(n)])
+        return -torch.cdist(zq, protos) ** 2
+
+
+def test_validate_task_errors():
+    x = torch.zeros(4, 1, 8, 8)
+    assert validate_task(x, torch.tensor([0, 1, 1, 0]), x) == 2
+    with pytest.raises(ValueError, match=r"classes \[1\] have no support image"):
+        validate_task(x, torch.tensor([0, 2, 2, 0]), x)
+    with pytest.raises(ValueError, match="found -1"):
+        validate_task(x, torch.tensor([0, -1, 1, 0]), x)
+    with pytest.raises(ValueError, match="differ in shape"):
+        validate_task(x, torch.tensor([0, 1, 1, 0]), torch.zeros(2, 1, 9, 8))
+    with pytest.raises(ValueError, match=r"4 support images but labels of shape \(3,\)"):
+        validate_task(x, torch.tensor([0, 1, 1]), x)
+    with pytest.raises(ValueError, match="must be integers"):
+        validate_task(x, torch.tensor([0.0, 1.0, 1.0, 0.0]), x)
+
+
+def test_meta_train_predict_save_load(tmp_path):
+    data = toy_dataset(num_classes=10, per_class=20)
+    torch.manual_seed(0)
+    model = NearestMean(in_features=64)
+    hist = model.meta_train(data, n_way=3, k_shot=2, q_query=3, steps=20, progress=False, device="cpu")
+    assert len(hist["loss"]) == 20
+    path = model.save(tmp_path / "m.pt")
+    again = FewShotClassifier.load(path)
+    assert isinstance(again, NearestMean) and again.embed.out_features == 8
+    sx, sy, qx = torch.rand(6, 1, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2]), torch.rand(2500, 1, 8, 8)
+    out = model.predict(sx, sy, qx, chunk=1000)
+    assert out.shape == (2500, 3)
+    assert torch.allclose(again.predict(sx, sy, qx), out)
