@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Set up and run the course with one command. Uses only the Python standard library.
+
+    python3 course.py lab      # open the course in JupyterLab (creates .venv on first use)
+    python3 course.py test     # library tests + every notebook under nbval, in fast mode
+    python3 course.py build    # execute every chapter headless into build/ (add --fast to shrink)
+
+On first use it creates a virtual environment in ``.venv`` beside this file and installs
+the course into it (``pip install -e ".[course,test]"``). It reinstalls by itself when
+``pyproject.toml`` changes. Set ``MLCOURSE_PIP_ARGS`` to pass extra arguments to pip (for
+example ``--index-url https://download.pytorch.org/whl/cpu`` for a CPU-only torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".mlcourse-installed"
+NOTEBOOK_DIRS = ["chapters", "solutions"]
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run(cmd: list[str], **kwargs) -> None:
+    print("+", " ".join(shlex.quote(str(c)) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def ensure_env() -> Path:
+    """Create ``.venv`` and install the course into it, unless that is already done."""
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    python = venv_python()
+    if python.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
+        return python
+    start = time.perf_counter()
+    if not python.exists():
+        if sys.version_info < (3, 10):
+            sys.exit(f"mlcourse needs Python 3.10 or newer; this is {sys.version.split()[0]}")
+        run([sys.executable, "-m", "venv", VENV])
+    extra = shlex.split(os.environ.get("MLCOURSE_PIP_ARGS", ""))
+    run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".[course,test]", *extra], cwd=ROOT)
+    STAMP.write_text(wanted + "\n")
+    print(f"environment ready in {time.perf_counter() - start:.0f} s: {VENV}", flush=True)
+    return python
+
+
+def fast_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["MLCOURSE_FAST"] = "1"
+    return env
+
+
+def cmd_lab(args: list[str]) -> int:
+    python = ensure_env()
+    os.chdir(ROOT)
+    return subprocess.call([str(python), "-m", "jupyter", "lab", "chapters/00_welcome.ipynb", *args])
+
+
+def cmd_test(args: list[str]) -> int:
+    python = ensure_env()
+    pytest = [
+        str(python), "-m", "pytest",
+        "tests", *NOTEBOOK_DIRS,
+        "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600",
+        "-p", "no:cacheprovider",
+        "--durations=15",
+        *args,
+    ]
+    print("+", " ".join(pytest), flush=True)
+    return subprocess.call(pytest, cwd=ROOT, env=fast_env())
+
+
+def cmd_build(args: list[str]) -> int:
+    python = ensure_env()
+    env = fast_env() if "--fast" in args else dict(os.environ)
+    args = [a for a in args if a != "--fast"]
+    return subprocess.call([str(python), "-m", "mlcourse.authoring", "execute", *(args or ["chapters"]), "--out", "build"], cwd=ROOT, env=env)
+
+
+COMMANDS = {"lab": cmd_lab, "test": cmd_test, "build": cmd_build, "setup": lambda a: (ensure_env(), 0)[1]}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

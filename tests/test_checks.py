@@ -1,0 +1,115 @@
+"""The exercise checks accept correct code and catch the classic mistakes with specific messages."""
+
+import pytest
+import torch
+
+from mlcourse.checks import CheckFailed
+from mlcourse.checks.ch01 import check_confidence_interval, check_make_episode, check_nearest_neighbour
+from mlcourse.data.episodes import sample_episode
+from mlcourse.evaluate import mean_confidence_interval
+
+
+class Tensors(torch.utils.data.Dataset):
+    """Images and labels as a plain class-indexed dataset (the generic path of the sampler)."""
+
+    def __init__(self, images, targets):
+        self.images, self.targets = images, targets
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.targets[i]
+
+
+def library_make_episode(images, targets, n_way, k_shot, q_query, generator):
+    """The library's sampler behind the exercise's signature: the reference answer."""
+    ep = sample_episode(Tensors(images, targets), n_way, k_shot, q_query, generator)
+    return ep.support_x, ep.support_y, ep.query_x, ep.query_y
+
+
+def test_reference_solutions_pass(capsys):
+    check_make_episode(library_make_episode)
+    check_confidence_interval(lambda a: mean_confidence_interval(a, z=1.96))
+    check_nearest_neighbour(lambda sx, sy, qx: sy[torch.cdist(qx.flatten(1), sx.flatten(1)).argmin(1)])
+    out = capsys.readouterr().out
+    assert out.count("✓") == 3
+
+
+def unimplemented(*args):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("check", [check_make_episode, check_confidence_interval, check_nearest_neighbour])
+def test_unimplemented_says_so(check):
+    with pytest.raises(CheckFailed, match="is not implemented yet"):
+        check(unimplemented)
+
+
+def _sampler(remap=True, leak=False, ignore_generator=False, first_classes=False, check_size=True):
+    def make_episode(images, targets, n_way, k_shot, q_query, generator):
+        g = torch.Generator().manual_seed(0) if ignore_generator else generator
+        classes, counts = torch.unique(targets, return_counts=True)
+        usable = classes[counts >= k_shot + q_query] if check_size else classes
+        if len(usable) < n_way:
+            raise ValueError("too few")
+        chosen = usable[:n_way] if first_classes else usable[torch.randperm(len(usable), generator=g)[:n_way]]
+        s, q, sy, qy = [], [], [], []
+        for j, c in enumerate(chosen):
+            m = torch.nonzero(targets == c).flatten()
+            p = m[torch.randperm(len(m), generator=g)[: k_shot + q_query]]
+            s.append(p[:k_shot])
+            q.append(p[:q_query] if leak else p[k_shot:])
+            label = j if remap else int(c)
+            sy += [label] * k_shot
+            qy += [label] * q_query
+        return images[torch.cat(s)], torch.tensor(sy), images[torch.cat(q)], torch.tensor(qy)
+
+    return make_episode
+
+
+@pytest.mark.parametrize(
+    "kwargs,case,message",
+    [
+        (dict(remap=False), "labels are remapped", "not the dataset's class id"),
+        (dict(leak=True), "no image is both", "leak its answer"),
+        (dict(ignore_generator=True), "classes and images vary", "draw the N classes at random"),
+        (dict(first_classes=True), "classes and images vary", "only ever used classes"),
+        (dict(check_size=False), "fewer than K+Q", "yet it was drawn"),
+    ],
+)
+def test_sampler_mistakes_are_named(kwargs, case, message):
+    with pytest.raises(CheckFailed) as err:
+        check_make_episode(_sampler(**kwargs))
+    assert case in str(err.value) and message in str(err.value)
+
+
+def test_sampler_crash_is_reported_with_the_case():
+    def broken(images, targets, n_way, k_shot, q_query, generator):
+        return images[[10**6]]
+
+    with pytest.raises(CheckFailed, match="(?s)returns four tensors.*raised IndexError"):
+        check_make_episode(broken)
+
+
+@pytest.mark.parametrize(
+    "fn,message",
+    [
+        (lambda a: (torch.tensor(a).mean(), 1.96 * torch.tensor(a).std(unbiased=False) / len(a) ** 0.5), "population standard deviation"),
+        (lambda a: (torch.tensor(a).mean(), 1.96 * torch.tensor(a).std()), "divide by sqrt"),
+        (lambda a: (torch.tensor(a).mean(), torch.tensor(a).std() / len(a) ** 0.5), "1.96 standard errors"),
+        (lambda a: (100 * torch.tensor(a).mean(), 0.1), "mean: expected"),
+    ],
+)
+def test_interval_mistakes_are_named(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        check_confidence_interval(fn)
+
+
+def test_nearest_neighbour_mistakes_are_named():
+    index_not_label = lambda sx, sy, qx: torch.cdist(qx.flatten(1), sx.flatten(1)).argmin(1)  # noqa: E731
+    with pytest.raises(CheckFailed, match="index of the nearest support image"):
+        check_nearest_neighbour(index_not_label)
+    farthest = lambda sx, sy, qx: sy[torch.cdist(qx.flatten(1), sx.flatten(1)).argmax(1)]  # noqa: E731
+    with pytest.raises(CheckFailed, match="expected labels"):
+        check_nearest_neighbour(farthest)

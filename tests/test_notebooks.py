@@ -1,0 +1,90 @@
+"""Notebooks are stored clean, exercises match their solutions, and checks bite.
+
+The notebooks themselves are executed by nbval (see README: the test command passes
+``chapters`` and ``solutions`` to pytest with ``--nbval-lax``)."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mlcourse import authoring
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for d in ("chapters", "exercises", "solutions") for p in (ROOT / d).glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert (ROOT / "chapters" / "00_welcome.ipynb").exists()
+    assert any((ROOT / "solutions").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_stored_without_outputs(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs; run `python -m mlcourse.authoring clean {path.parent.name}`"
+    nbformat.validate(nbformat.reads(path.read_text(encoding="utf-8"), as_version=4))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.ipynb")), ids=lambda p: p.name)
+def test_chapters_follow_the_template(path):
+    """Each chapter says what it teaches, prints its device, and ends with a summary and references."""
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "What this chapter teaches" in text
+    assert "## Summary" in text and "## References" in text
+    assert any("device_info" in c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_exercises_are_generated_from_solutions():
+    stale = authoring.generate_exercises(check=True)
+    assert not stale, f"exercises out of date: {stale}; run `python -m mlcourse.authoring exercises`"
+    for sol, ex in authoring.exercise_pairs():
+        assert ex.exists(), f"{ex} missing"
+        ex_text = ex.read_text(encoding="utf-8")
+        assert authoring.BEGIN not in ex_text and "NotImplementedError()" in ex_text
+
+
+def test_marker_errors_are_reported():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\ny = 2")])
+    with pytest.raises(authoring.MarkerError, match="never closed"):
+        authoring.make_exercise(nb, "demo")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    with pytest.raises(authoring.MarkerError, match="nothing for the learner"):
+        authoring.make_exercise(nb, "demo")
+
+
+def test_strip_keeps_indentation_and_markdown_answers():
+    src = "def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n"
+    md = "Why?\n<!-- BEGIN SOLUTION -->Because.<!-- END SOLUTION -->"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src), nbformat.v4.new_markdown_cell(md)])
+    ex = authoring.make_exercise(nb)
+    assert ex.cells[0].source == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    assert ex.cells[1].source == "Why?\n*YOUR ANSWER HERE*"
+    assert "BEGIN" in nb.cells[0].source  # the solution notebook is untouched
+
+
+def _run(path):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+@pytest.mark.parametrize("sol,ex", authoring.exercise_pairs(), ids=lambda p: p.name)
+def test_unsolved_exercise_checks_fail_with_messages(sol, ex):
+    """Run the exercise as a learner receives it: every check cell must fail, with the
+    check's own message, not a bare traceback."""
+    nb = _run(ex)
+    check_cells = [c for c in nb.cells if c.cell_type == "code" and c.source.strip().startswith("check_")]
+    assert check_cells, "an exercise without check cells"
+    for cell in check_cells:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors, f"check cell `{cell.source.strip()}` passed on an unsolved exercise"
+        assert errors[0].ename == "CheckFailed", f"`{cell.source.strip()}` raised {errors[0].ename}: {errors[0].evalue}"
+        assert "is not implemented yet" in errors[0].evalue
