@@ -95,10 +95,10 @@ def test_sampler_crash_is_reported_with_the_case():
 @pytest.mark.parametrize(
     "fn,message",
     [
-        (lambda a: (torch.tensor(a).mean(), 1.96 * torch.tensor(a).std(unbiased=False) / len(a) ** 0.5), "population standard deviation"),
-        (lambda a: (torch.tensor(a).mean(), 1.96 * torch.tensor(a).std()), "divide by sqrt"),
-        (lambda a: (torch.tensor(a).mean(), torch.tensor(a).std() / len(a) ** 0.5), "1.96 standard errors"),
-        (lambda a: (100 * torch.tensor(a).mean(), 0.1), "mean: expected"),
+        (lambda a: (torch.as_tensor(a).mean(), 1.96 * torch.as_tensor(a).std(unbiased=False) / len(a) ** 0.5), "population standard deviation"),
+        (lambda a: (torch.as_tensor(a).mean(), 1.96 * torch.as_tensor(a).std()), "divide by sqrt"),
+        (lambda a: (torch.as_tensor(a).mean(), torch.as_tensor(a).std() / len(a) ** 0.5), "1.96 standard errors"),
+        (lambda a: (100 * torch.as_tensor(a).mean(), 0.1), "mean: expected"),
     ],
 )
 def test_interval_mistakes_are_named(fn, message):
