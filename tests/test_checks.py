@@ -113,3 +113,65 @@ def test_nearest_neighbour_mistakes_are_named():
     farthest = lambda sx, sy, qx: sy[torch.cdist(qx.flatten(1), sx.flatten(1)).argmax(1)]  # noqa: E731
     with pytest.raises(CheckFailed, match="expected labels"):
         check_nearest_neighbour(farthest)
+
+
+# ---- chapter 02: ProtoNet pieces -------------------------------------------------------
+from mlcourse.checks.ch02 import check_episode_loss, check_proto_logits, check_prototypes  # noqa: E402
+from mlcourse.metric.protonet import prototypes as lib_prototypes, squared_euclidean  # noqa: E402
+
+
+def test_ch02_library_passes(capsys):
+    check_prototypes(lib_prototypes)
+    check_proto_logits(lambda zq, c: -squared_euclidean(zq, c))
+
+    def loss(embed, sx, sy, qx, qy):
+        c = lib_prototypes(embed(sx), sy, int(sy.max()) + 1)
+        return torch.nn.functional.cross_entropy(-squared_euclidean(embed(qx), c), qy)
+
+    check_episode_loss(loss)
+    assert capsys.readouterr().out.count("✓") == 3
+
+
+@pytest.mark.parametrize(
+    "fn,message",
+    [
+        (lambda z, y, n: z.mean(1), "averaged each embedding over its features"),
+        (lambda z, y, n: z.mean(0), "averaged all embeddings together"),
+        (lambda z, y, n: z.reshape(n, -1, z.shape[1]).mean(1), "assume the support is ordered"),
+        (lambda z, y, n: torch.stack([z[y == j].mean(0) for j in range(n)]).detach(), "detached"),
+    ],
+)
+def test_ch02_prototype_mistakes(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        check_prototypes(fn)
+
+
+@pytest.mark.parametrize(
+    "fn,message",
+    [
+        (lambda zq, c: -torch.cdist(zq, c), "not its square"),
+        (lambda zq, c: squared_euclidean(zq, c), "largest"),
+        (lambda zq, c: -squared_euclidean(zq, c).T, r"\[N, Q\]"),
+    ],
+)
+def test_ch02_logit_mistakes(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        check_proto_logits(fn)
+
+
+def _loss(include_query=False, reduction="mean"):
+    def loss(embed, sx, sy, qx, qy):
+        zs, zq, ys = embed(sx), embed(qx), sy
+        if include_query:
+            zs, ys = torch.cat([zs, zq]), torch.cat([sy, qy])
+        c = lib_prototypes(zs, ys, int(sy.max()) + 1)
+        return torch.nn.functional.cross_entropy(-squared_euclidean(zq, c), qy, reduction=reduction)
+
+    return loss
+
+
+def test_ch02_loss_mistakes():
+    with pytest.raises(CheckFailed, match="leaks the answers"):
+        check_episode_loss(_loss(include_query=True))
+    with pytest.raises(CheckFailed, match=r"\*sum\*"):
+        check_episode_loss(_loss(reduction="sum"))
