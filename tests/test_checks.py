@@ -175,3 +175,48 @@ def test_ch02_loss_mistakes():
         check_episode_loss(_loss(include_query=True))
     with pytest.raises(CheckFailed, match=r"\*sum\*"):
         check_episode_loss(_loss(reduction="sum"))
+
+
+# ---- chapter 03: relation module --------------------------------------------------------
+from mlcourse.checks.ch03 import check_make_pairs, check_relation_loss, check_relation_module  # noqa: E402
+from mlcourse.metric.relation import RelationModule as LibRelationModule  # noqa: E402
+
+
+def _pairs(cm, qm):
+    q, n = len(qm), len(cm)
+    return torch.cat([cm.unsqueeze(0).expand(q, -1, -1, -1, -1), qm.unsqueeze(1).expand(-1, n, -1, -1, -1)], dim=2)
+
+
+def test_ch03_library_passes(capsys):
+    check_make_pairs(_pairs)
+    check_relation_module(lambda in_channels, hidden, map_size: LibRelationModule(in_channels, hidden, 8, map_size))
+    check_relation_loss(lambda s, y: torch.nn.functional.mse_loss(s, torch.nn.functional.one_hot(y, s.shape[1]).float()))
+    assert capsys.readouterr().out.count("✓") == 3
+
+
+def test_ch03_mistakes():
+    with pytest.raises(CheckFailed, match="class map first"):
+        check_make_pairs(lambda cm, qm: _pairs(cm, qm)[:, :, torch.cat([torch.arange(2, 4), torch.arange(0, 2)])])
+    with pytest.raises(CheckFailed, match="every query must be paired"):
+        check_make_pairs(lambda cm, qm: torch.cat([cm[torch.arange(len(qm)) % len(cm)], qm], dim=1))
+    with pytest.raises(CheckFailed, match="channel dimension"):
+        check_make_pairs(lambda cm, qm: torch.cat([cm, qm], dim=0))
+
+    class NoSigmoid(LibRelationModule):
+        def __init__(self, in_channels, hidden, map_size):
+            super().__init__(in_channels, hidden, 8, map_size)
+
+        def forward(self, pairs):
+            return self.fc2(torch.relu(self.fc1(self.convs(pairs).flatten(1)))).squeeze(1) * 10
+
+    with pytest.raises(CheckFailed, match="end with a sigmoid"):
+        check_relation_module(NoSigmoid)
+
+    class Unsqueezed(NoSigmoid):
+        def forward(self, pairs):
+            return LibRelationModule.forward(self, pairs).unsqueeze(1)
+
+    with pytest.raises(CheckFailed, match=r"shape \[B\]"):
+        check_relation_module(Unsqueezed)
+    with pytest.raises(CheckFailed, match="cross-entropy"):
+        check_relation_loss(lambda s, y: torch.nn.functional.cross_entropy(s, y))
