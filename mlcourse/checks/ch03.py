@@ -44,13 +44,14 @@ def check_relation_module(RelationModule) -> None:
         chk.expect(sum(p.numel() for p in module.parameters()) > 0, "the module has no parameters: build its layers in __init__")
     with chk.case("7 pairs of 128x5x5 maps give 7 scores in (0, 1)"):
         module.eval()
-        out = chk.call(module, torch.randn(7, 128, 5, 5) * 3)
+        with torch.no_grad():
+            out = chk.call(module, torch.randn(7, 128, 5, 5) * 3)
         chk.expect(torch.is_tensor(out), f"expected a tensor, got {type(out).__name__}")
         if tuple(out.shape) == (7, 1):
             chk.fail("got shape (7, 1): return one score per pair, shape [B] (squeeze the last dimension)")
         chk.expect(tuple(out.shape) == (7,), f"expected shape (7,), got {tuple(out.shape)}")
         chk.expect(bool(((out > 0) & (out < 1)).all()),
-                   f"scores must lie in (0, 1), got min {float(out.min()):.3f} max {float(out.max()):.3f}: end with a sigmoid")
+                   f"scores must lie in (0, 1), got min {out.min().item():.3f} max {out.max().item():.3f}: end with a sigmoid")
     with chk.case("other sizes: in_channels=16, hidden=8, map_size=7"):
         small = chk.call(RelationModule, in_channels=16, hidden=8, map_size=7)
         out = chk.call(small.eval(), torch.randn(3, 16, 7, 7))
