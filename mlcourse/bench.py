@@ -1,0 +1,392 @@
+"""Benchmark a few-shot method end to end: meta-train, then evaluate on held-out alphabets.
+
+Usage::
+
+    python -m mlcourse.bench protonet                          # Omniglot if found, else glyphs
+    python -m mlcourse.bench protonet --data omniglot --ways 5 --shots 1 --json
+    python -m mlcourse.bench relation --fast                   # a one-minute smoke run
+    python -m mlcourse.bench matching --checkpoint runs/matching.pt   # train once, reuse
+
+What happens:
+
+1. **Data.** :func:`mlcourse.data.sources.meta_splits` gives a training set and a test set of
+   *disjoint alphabets* (so every test character, and its script, is new). Methods that
+   benefit from it train on the rotated copies of the training classes as extra classes.
+2. **Meta-training** with the method's defaults from :data:`METHODS`, capped by
+   ``--time-budget`` seconds. With ``--checkpoint PATH`` a model already trained with the
+   same settings is loaded instead, and a newly trained one is written there.
+3. **Evaluation** on ``--episodes`` random test episodes (:func:`mlcourse.evaluate.evaluate`,
+   always the same episodes for the same ``--eval-seed``, so methods are compared on identical
+   tasks), reported as mean accuracy with a 95% confidence interval.
+
+``--fast`` (or ``MLCOURSE_FAST=1``) shrinks everything to a smoke test; the default trains
+for real. ``--json`` prints one JSON object on stdout (everything else goes to stderr).
+:func:`main` takes the argument list and returns the result as a dict, for tests and scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+RESULT_KEYS = (
+    "method", "data", "ways", "shots", "queries", "episodes", "accuracy", "ci95",
+    "meta_train_seconds", "eval_seconds", "peak_memory_mb", "device", "mode", "torch",
+    "mlcourse", "seed",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# The methods and their default hyper-parameters: one table, one row per method
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    """How to build and meta-train one method, and its default hyper-parameters.
+
+    ``build(image_shape)`` returns a :class:`~mlcourse.fewshot.FewShotClassifier` (``kind
+    = "episodic"``); ``kind = "pixel"`` needs no training and ``kind = "pretrained"`` trains an
+    ordinary classifier on all training classes (chapter 01's baselines).
+
+    ``steps`` are episodes (optimiser steps) in full mode, ``fast_steps`` in fast mode;
+    ``train_ways``/``train_queries`` shape the training episodes (``train_shots=None`` trains
+    with the test shots); ``rotations`` adds the 90/180/270-degree copies of each training
+    class as new classes; ``time_budget`` caps meta-training in full mode (seconds).
+    """
+
+    description: str
+    kind: str = "episodic"
+    build: Callable | None = None
+    steps: int = 2000
+    fast_steps: int = 40
+    lr: float = 1e-3
+    train_ways: int = 5
+    train_shots: int | None = None
+    train_queries: int = 15
+    rotations: bool = True
+    time_budget: float | None = 600.0
+    extra: dict = field(default_factory=dict)
+
+
+def _protonet(distance):
+    def build(shape):
+        from .metric import ProtoNet
+
+        return ProtoNet(in_channels=shape[0], distance=distance)
+
+    return build
+
+
+def _matching(fce):
+    def build(shape):
+        from .metric import MatchingNet
+
+        return MatchingNet(in_channels=shape[0], fce=fce, temperature=10.0)
+
+    return build
+
+
+def _relation(shape):
+    from .metric import RelationNet
+
+    if shape[1] != shape[2]:
+        raise ValueError(f"RelationNet expects square images, got {shape}")
+    return RelationNet(in_channels=shape[0], image_size=shape[1])
+
+
+def _siamese(shape):
+    from .metric.siamese import SiameseNet
+
+    return SiameseNet(in_channels=shape[0])
+
+
+# Notes on the choices (measured on the Omniglot subsets, 28x28, 2 CPU cores; see the
+# module docstring of each method for the papers' settings):
+# * rotations: every method gains from 4x the training classes; the alphabet split keeps
+#   rotated test characters out of training.
+# * train_ways: Snell et al. train ProtoNet with more ways than they test (60 for Omniglot);
+#   harder training episodes give a better embedding for the same number of steps.
+# * MatchingNet's temperature 10: with the paper's 1 the attention over non-negative
+#   Conv-4 features can never be sharp and training is slow.
+METHODS: dict[str, Method] = {
+    "protonet": Method(
+        "Prototypical network, squared Euclidean distance (Snell et al., 2017)",
+        build=_protonet("euclidean"), steps=2000, lr=1e-3, train_ways=20, train_queries=5,
+    ),
+    "protonet-cosine": Method(
+        "Prototypical network, cosine similarity with a learned temperature",
+        build=_protonet("cosine"), steps=2000, lr=1e-3, train_ways=20, train_queries=5,
+    ),
+    "matching": Method(
+        "Matching network, cosine attention (Vinyals et al., 2016)",
+        build=_matching(False), steps=2000, lr=1e-3, train_ways=20, train_queries=5,
+    ),
+    "matching-fce": Method(
+        "Matching network with full-context embeddings (Vinyals et al., 2016)",
+        build=_matching(True), steps=2000, lr=1e-3, train_ways=20, train_queries=5,
+    ),
+    "relation": Method(
+        "Relation network, learned comparison, MSE loss (Sung et al., 2018)",
+        build=_relation, steps=2000, lr=1e-3, train_ways=5, train_queries=15,
+    ),
+    "siamese": Method(
+        "Siamese verification network, L1 distance (Koch et al., 2015)",
+        build=_siamese, steps=2000, lr=1e-3, train_ways=20, train_queries=5,
+    ),
+    "pixel-nn": Method("1-nearest neighbour in pixel space (chapter 01 baseline)", kind="pixel", steps=0, fast_steps=0, rotations=False),
+    "pretrained-centroid": Method(
+        "Conv-4 classifier pretrained on all training classes, cosine to class centroids (chapter 01)",
+        kind="pretrained", steps=3000, fast_steps=60, lr=1e-3, extra={"batch_size": 128},
+    ),
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mlcourse.bench",
+        description="Meta-train a few-shot method and evaluate it on held-out alphabets.",
+        epilog="methods:\n" + "\n".join(f"  {name:<20} {m.description}" for name, m in METHODS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("method", choices=sorted(METHODS), metavar="METHOD", help="one of: " + ", ".join(METHODS))
+    p.add_argument("--data", default="auto", choices=["auto", "glyphs", "omniglot"], help="data source (default: auto)")
+    p.add_argument("--ways", type=int, default=5, help="N of the test episodes (default 5)")
+    p.add_argument("--shots", type=int, default=1, help="K of the test episodes (default 1)")
+    p.add_argument("--queries", type=int, default=None, help="queries per class in test episodes (default: up to 15)")
+    p.add_argument("--episodes", type=int, default=None, help="test episodes (default 600, fast mode 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and training episodes")
+    p.add_argument("--eval-seed", type=int, default=12345, help="seed of the test episodes")
+    p.add_argument("--fast", action="store_true", help="fast mode: tiny data and training (sets MLCOURSE_FAST=1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--train-ways", type=int, default=None, help="N of the training episodes (default: per method)")
+    p.add_argument("--train-shots", type=int, default=None, help="K of the training episodes (default: the test K)")
+    p.add_argument("--train-queries", type=int, default=None, help="queries per class in training episodes")
+    p.add_argument("--steps", type=int, default=None, help="meta-training steps (default: per method)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: per method)")
+    p.add_argument("--rotations", choices=["on", "off"], default=None, help="rotation augmentation of training classes")
+    p.add_argument("--time-budget", type=float, default=None, help="cap on meta-training seconds (default: per method; 0 = none)")
+    p.add_argument("--checkpoint", default=None, help="load the model from PATH if it matches, else train and save it there")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10
+
+
+def _log(*args, json_mode: bool) -> None:
+    print(*args, file=sys.stderr if json_mode else sys.stdout, flush=True)
+
+
+def _train_settings(method: Method, args, fast: bool) -> dict:
+    """The hyper-parameters of this run: the method's defaults, overridden by the command line."""
+    budget = args.time_budget if args.time_budget is not None else (None if fast else method.time_budget)
+    return {
+        "steps": args.steps if args.steps is not None else (method.fast_steps if fast else method.steps),
+        "lr": args.lr if args.lr is not None else method.lr,
+        "train_ways": args.train_ways if args.train_ways is not None else method.train_ways,
+        "train_shots": args.train_shots or method.train_shots or args.shots,
+        "train_queries": args.train_queries if args.train_queries is not None else method.train_queries,
+        "rotations": {"on": True, "off": False}.get(args.rotations, method.rotations),
+        "time_budget": budget or None,  # 0 means no cap
+        "seed": args.seed,
+    }
+
+
+def _load_data(source: str, size: int, rotations: bool, json_mode: bool):
+    from .data.sources import meta_splits
+
+    try:
+        return meta_splits(source, size=size, rotations=rotations)
+    except FileNotFoundError as error:
+        print(f"mlcourse.bench: no {source} data.\n{error}", file=sys.stderr, flush=True)
+        if source == "omniglot":
+            print("Use --data glyphs (always available offline) or --data auto.", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _fit_train_ways(ways: int, dataset, per_class: int, json_mode: bool) -> int:
+    """Lower the training way when the training set has too few classes with enough images."""
+    eligible = int((dataset.class_sizes() >= per_class).sum())
+    if eligible < ways:
+        _log(f"note: only {eligible} training classes have {per_class} images; training with {eligible}-way episodes", json_mode=json_mode)
+        return eligible
+    return ways
+
+
+def _meta_train(method: Method, train_set, settings: dict, device, progress: bool, json_mode: bool):
+    """Build and train the model; return ``(predictor, model_or_None, seconds)``."""
+    if method.kind == "pixel":
+        from .baselines import PixelNearestNeighbour
+
+        return PixelNearestNeighbour(), None, 0.0
+    if method.kind == "pretrained":
+        from .baselines import PretrainedFeatures, backbone_of, pretrain_classifier
+
+        classifier, history = pretrain_classifier(
+            train_set, steps=settings["steps"], lr=settings["lr"], seed=settings["seed"], device=device,
+            time_budget=settings["time_budget"], progress=progress, **method.extra,
+        )
+        return PretrainedFeatures(backbone_of(classifier), mode="centroid"), classifier, history.seconds
+    torch.manual_seed(settings["seed"])
+    model = method.build(train_set.image_shape)
+    per_class = settings["train_shots"] + settings["train_queries"]
+    ways = _fit_train_ways(settings["train_ways"], train_set, per_class, json_mode)
+    history = model.meta_train(
+        train_set, n_way=ways, k_shot=settings["train_shots"], q_query=settings["train_queries"],
+        steps=settings["steps"], lr=settings["lr"], time_budget=settings["time_budget"],
+        seed=settings["seed"], device=device, progress=progress,
+    )
+    steps_done = len(history["loss"])
+    if steps_done < settings["steps"]:
+        _log(f"note: the time budget stopped meta-training after {steps_done} of {settings['steps']} steps", json_mode=json_mode)
+    return model.predict, model, history.seconds
+
+
+def _try_checkpoint(path, key: dict, method: Method, device, json_mode: bool):
+    """The predictor stored at ``path`` when it was trained with exactly ``key``, else ``None``."""
+    from .fewshot import FewShotClassifier
+    from .train import load_checkpoint
+
+    if path is None or not os.path.exists(path):
+        return None
+    state = load_checkpoint(path)
+    if state.get("bench") != key:
+        _log(f"note: {path} was trained with other settings ({state.get('bench')}); training anew and overwriting it", json_mode=json_mode)
+        return None
+    if method.kind == "pretrained":
+        from .baselines import PretrainedFeatures
+        from .models import conv4_classifier
+
+        classifier = conv4_classifier(state["num_classes"], tuple(state["image_shape"]))
+        classifier.load_state_dict(state["state_dict"])
+        classifier.to(device).eval()
+        from .baselines import backbone_of
+
+        return PretrainedFeatures(backbone_of(classifier), mode="centroid"), state
+    model = FewShotClassifier.load(path).to(device)
+    return model.predict, state
+
+
+def _save_checkpoint(path, key: dict, method: Method, model, train_set, seconds: float) -> None:
+    from .train import save_checkpoint
+
+    if path is None or model is None:
+        return
+    if method.kind == "pretrained":
+        save_checkpoint(path, {
+            "bench": key, "meta_train_seconds": seconds, "state_dict": model.state_dict(),
+            "num_classes": train_set.num_classes, "image_shape": list(train_set.image_shape),
+        })  # fmt: skip
+    else:
+        model.save(path, bench=key, meta_train_seconds=seconds)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark described by ``argv`` (like the command line) and return the result."""
+    args = build_parser().parse_args(argv)
+    if args.fast:
+        os.environ["MLCOURSE_FAST"] = "1"  # before any data is loaded: the loaders read it
+    import mlcourse
+    from .config import fast_mode, get_device
+    from .evaluate import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fast = fast_mode()
+    method = METHODS[args.method]
+    settings = _train_settings(method, args, fast)
+    device = get_device(args.device)
+    progress = not (args.quiet or args.json) and sys.stderr.isatty()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    splits = _load_data(args.data, args.size, settings["rotations"], args.json)
+    _log(str(splits), json_mode=args.json)
+    smallest = int(splits.test.class_sizes().min())
+    queries = args.queries if args.queries is not None else max(1, min(15, smallest - args.shots))
+    episodes = args.episodes if args.episodes is not None else (100 if fast else 600)
+
+    key = {"method": args.method, "data": splits.source, "size": args.size, "mode": "fast" if fast else "full", **settings}
+    loaded = _try_checkpoint(args.checkpoint, key, method, device, args.json)
+    if loaded is not None:
+        predict, state = loaded
+        train_seconds, train_cpu_seconds, from_checkpoint = 0.0, 0.0, True
+        _log(f"loaded {args.checkpoint} (meta-trained for {state.get('meta_train_seconds', 0):.0f} s)", json_mode=args.json)
+    else:
+        cpu_start = time.process_time()
+        predict, model, train_seconds = _meta_train(method, splits.train, settings, device, progress, args.json)
+        train_cpu_seconds = time.process_time() - cpu_start
+        _save_checkpoint(args.checkpoint, key, method, model, splits.train, train_seconds)
+        from_checkpoint = False
+
+    result = evaluate(predict, splits.test, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device, progress=progress, desc=args.method)
+    out = {
+        "method": args.method,
+        "data": splits.source,
+        "ways": args.ways,
+        "shots": args.shots,
+        "queries": queries,
+        "episodes": episodes,
+        "accuracy": result.mean,
+        "ci95": result.ci95,
+        "meta_train_seconds": train_seconds,
+        # CPU seconds of this process (all threads): with other jobs on the machine, wall
+        # time overstates the cost of a run; CPU time / threads is what an idle machine needs.
+        "meta_train_cpu_seconds": train_cpu_seconds,
+        "eval_seconds": result.seconds,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "device": str(device),
+        "mode": "fast" if fast else "full",
+        "torch": torch.__version__,
+        "mlcourse": mlcourse.__version__,
+        "seed": args.seed,
+        "eval_seed": args.eval_seed,
+        "train": settings,
+        "from_checkpoint": from_checkpoint,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(format_table(out))
+    return out
+
+
+def format_table(r: dict) -> str:
+    t = r["train"]
+    rows = [
+        ("method", r["method"]),
+        ("data", f"{r['data']} ({r['mode']} mode)"),
+        ("task", f"{r['ways']}-way {r['shots']}-shot, {r['queries']} queries per class, {r['episodes']} episodes"),
+        ("accuracy", f"{100 * r['accuracy']:.2f}% ± {100 * r['ci95']:.2f}% (95% CI)"),
+        ("meta-training", f"{r['meta_train_seconds']:.1f} s" + (" (loaded checkpoint)" if r["from_checkpoint"] else "")
+         + f"; {t['train_ways']}-way {t['train_shots']}-shot, {t['steps']} steps, lr {t['lr']:g}, rotations {'on' if t['rotations'] else 'off'}"),
+        ("evaluation", f"{r['eval_seconds']:.1f} s"),
+        ("peak memory", f"{r['peak_memory_mb']:.0f} MB"),
+        ("device", f"{r['device']} (torch threads: {r['threads']}), torch {r['torch']}, mlcourse {r['mlcourse']}"),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+if __name__ == "__main__":
+    main()

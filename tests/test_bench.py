@@ -1,0 +1,115 @@
+"""Tests of the benchmark command (mlcourse.bench)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mlcourse import bench
+from mlcourse.data.base import ImageClassDataset
+from mlcourse.data.sources import MetaSplits
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small batches: on a shared CPU a second thread mostly spin-waits (see test_metric.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_splits(size: int = 28) -> MetaSplits:
+    """A stand-in for meta_splits(): 16 training and 8 test classes of 20 random images."""
+    g = torch.Generator().manual_seed(0)
+
+    def part(n, name):
+        return ImageClassDataset(
+            torch.randint(0, 256, (20 * n, 1, size, size), generator=g, dtype=torch.uint8),
+            torch.arange(n).repeat_interleave(20),
+            [f"{name}{c}" for c in range(n)],
+            [f"{name}-alphabet{c % 2}" for c in range(n)],
+            name=name,
+        )
+
+    return MetaSplits(part(16, "train"), part(8, "test"), "tiny", "tiny random data for tests")
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setenv("MLCOURSE_FAST", "1")
+    monkeypatch.setattr("mlcourse.data.sources.meta_splits", lambda source=None, size=28, rotations=False, seed=0: tiny_splits(size))
+
+
+def test_every_method_is_documented_and_builds():
+    for name, method in bench.METHODS.items():
+        assert method.description, name
+        assert method.kind in {"episodic", "pixel", "pretrained"}
+        if method.kind == "episodic":
+            model = method.build((1, 28, 28))
+            assert model(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]), torch.rand(3, 1, 28, 28)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("method", sorted(bench.METHODS))
+def test_main_runs_every_method(method, tiny, capsys):
+    out = bench.main([method, "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3"])
+    assert set(bench.RESULT_KEYS) <= set(out)
+    assert out["method"] == method and out["data"] == "tiny" and out["mode"] == "fast"
+    assert (out["ways"], out["shots"], out["queries"], out["episodes"]) == (5, 1, 15, 3)
+    assert 0 <= out["accuracy"] <= 1 and out["peak_memory_mb"] > 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == out  # stdout holds exactly one JSON object
+
+
+def test_table_output(tiny, capsys):
+    out = bench.main(["pixel-nn", "--fast", "--episodes", "4", "--ways", "3", "--shots", "2"])
+    text = capsys.readouterr().out
+    assert "3-way 2-shot" in text and f"{100 * out['accuracy']:.2f}%" in text
+
+
+def test_checkpoint_is_reused_only_when_it_matches(tiny, tmp_path, capsys):
+    path = tmp_path / "proto.pt"
+    args = ["protonet", "--fast", "--json", "--steps", "2", "--episodes", "5", "--train-ways", "3", "--checkpoint", str(path)]
+    first = bench.main(args)
+    assert path.exists() and not first["from_checkpoint"]
+    second = bench.main(args)
+    assert second["from_checkpoint"] and second["meta_train_seconds"] == 0
+    assert second["accuracy"] == first["accuracy"]
+    third = bench.main(args[:4] + ["3"] + args[5:])  # other steps: retrain
+    assert not third["from_checkpoint"]
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_pretrained_baseline_checkpoint(tiny, tmp_path):
+    args = ["pretrained-centroid", "--fast", "--json", "--steps", "3", "--episodes", "4", "--checkpoint", str(tmp_path / "pre.pt")]
+    first, second = bench.main(args), bench.main(args)
+    assert not first["from_checkpoint"] and second["from_checkpoint"]
+    assert second["accuracy"] == first["accuracy"]
+
+
+def test_glyphs_protonet_fast(monkeypatch, capsys):
+    glyphs = pytest.importorskip("mlcourse.data.glyphs")
+    if not hasattr(glyphs, "load_glyphs"):
+        pytest.skip("mlcourse.data.glyphs has no load_glyphs yet")
+    monkeypatch.setenv("MLCOURSE_FAST", "1")
+    out = bench.main(["protonet", "--fast", "--json", "--data", "glyphs", "--episodes", "20", "--steps", "10"])
+    assert set(bench.RESULT_KEYS) <= set(out)
+    assert out["data"] == "glyphs" and out["episodes"] == 20 and out["mode"] == "fast"
+    assert json.loads(capsys.readouterr().out) == out
+
+
+def test_missing_omniglot_exits_with_a_clear_message(monkeypatch, tmp_path, capsys):
+    empty = tmp_path / "no-omniglot-here"
+    empty.mkdir()
+    monkeypatch.setenv("MLCOURSE_OMNIGLOT", str(empty))
+    monkeypatch.setenv("MLCOURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("mlcourse.config.shared_dir", lambda: None)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["protonet", "--fast", "--json", "--data", "omniglot"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no half-written JSON
+    assert "Omniglot" in captured.err and str(empty) in captured.err
+    assert "--data glyphs" in captured.err
