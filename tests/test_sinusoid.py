@@ -1,0 +1,36 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import torch  # noqa: E402
+
+from mlcourse import sinusoid  # noqa: E402
+
+
+def test_tasks_and_points():
+    g = torch.Generator().manual_seed(0)
+    tasks = sinusoid.sample_tasks(4, g)
+    x, y = sinusoid.sample_points(tasks, 7, g)
+    assert x.shape == y.shape == (4, 7, 1)
+    assert torch.allclose(y, tasks.amplitude[:, None, None] * torch.sin(x - tasks.phase[:, None, None]))
+    assert (tasks.amplitude >= 0.1).all() and (tasks.amplitude <= 5).all()
+
+
+def test_maml_beats_pretraining_after_one_step():
+    """The paper's claim in miniature: after 1 step on 10 points, MAML's curve is closer."""
+    maml, h = sinusoid.train_maml(steps=400, outer_lr=3e-3, seed=0, progress=False)
+    pre, _ = sinusoid.train_pretrained(steps=400, seed=0, progress=False)
+    assert sum(h["loss"][-30:]) < sum(h["loss"][:30])
+    maml_err, pre_err = 0.0, 0.0
+    for seed in range(10):
+        c = sinusoid.adaptation_curves({"maml": maml, "pre": pre}, max_steps=1, seed=100 + seed)
+        maml_err += c.mse["maml"][1]
+        pre_err += c.mse["pre"][1]
+    assert maml_err < 0.6 * pre_err
+
+
+def test_widget_callback_draws_without_a_browser():
+    model = sinusoid.sine_mlp()
+    c = sinusoid.adaptation_curves({"m": model}, max_steps=3, seed=0)
+    assert len(c.predictions["m"]) == 4 and len(c.mse["m"]) == 4
+    axes = sinusoid.plot_adaptation(c, step=2)
+    assert len(axes[0].lines) == 2  # truth + one model
