@@ -220,3 +220,49 @@ def test_ch03_mistakes():
         check_relation_module(Unsqueezed)
     with pytest.raises(CheckFailed, match="cross-entropy"):
         check_relation_loss(lambda s, y: torch.nn.functional.cross_entropy(s, y))
+
+
+# ---- chapter 04: inner loop and meta-gradient --------------------------------------------
+from torch.func import functional_call  # noqa: E402
+
+from mlcourse.checks.ch04 import check_inner_loop, check_maml_meta_gradient  # noqa: E402
+from mlcourse.optim import adapt, meta_gradient  # noqa: E402
+
+
+def _inner(mistake=None):
+    def inner_loop(model, params, x, y, steps, lr, first_order=False):
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=(not first_order) and mistake != "no_graph")
+            if mistake == "in_place":
+                with torch.no_grad():
+                    for p, g in zip(params.values(), grads):
+                        p.sub_(lr * g)
+            elif mistake == "detach":
+                params = {n: (p - lr * g).detach() for (n, p), g in zip(params.items(), grads)}
+            else:
+                params = {n: p - lr * g for (n, p), g in zip(params.items(), grads)}
+        return params
+
+    return inner_loop
+
+
+def test_ch04_library_passes(capsys):
+    check_inner_loop(lambda m, p, x, y, s, lr, first_order=False: adapt(m, p, {}, x, y, steps=s, lr=lr, first_order=first_order))
+    check_maml_meta_gradient(lambda m, p, t, s, lr: meta_gradient(m, t, inner_steps=s, inner_lr=lr, params=p).grads)
+    assert capsys.readouterr().out.count("✓") == 2
+
+
+@pytest.mark.parametrize("mistake,message", [("in_place", "in-place update"), ("detach", "detached from θ"), ("no_graph", "create_graph=True")])
+def test_ch04_inner_loop_mistakes(mistake, message):
+    with pytest.raises(CheckFailed, match=message):
+        check_inner_loop(_inner(mistake))
+
+
+def test_ch04_meta_gradient_mistakes():
+    summed = lambda m, p, t, s, lr: {n: 3 * g for n, g in meta_gradient(m, t, inner_steps=s, inner_lr=lr, params=p).grads.items()}  # noqa: E731
+    with pytest.raises(CheckFailed, match="average the query losses"):
+        check_maml_meta_gradient(summed)
+    first = lambda m, p, t, s, lr: meta_gradient(m, t, inner_steps=s, inner_lr=lr, params=p, first_order=True).grads  # noqa: E731
+    with pytest.raises(CheckFailed, match="first-order gradient"):
+        check_maml_meta_gradient(first)
