@@ -34,7 +34,7 @@ the queries, with BatchNorm statistics of the batch at hand.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
