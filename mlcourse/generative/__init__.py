@@ -7,6 +7,8 @@
 :mod:`.vae`                 convolutional VAE (Bernoulli or Gaussian decoder), the ELBO,
                             importance-weighted log-likelihood, conditional VAE, ``train_vae``
 :mod:`.common`              pixel ranges and the size plan shared by both
+:mod:`.explore`             a VAE's latent space: interpolations, axis traversals, the
+                            picture behind chapter 08's explorer widget
 ==========================  ===============================================================
 
 How good the samples are is measured by :mod:`mlcourse.metrics` (Fréchet distance,
@@ -14,6 +16,7 @@ precision/recall and class consistency in the feature space of a network the cou
 itself, so nothing has to be downloaded).
 """
 
+from . import explore
 from .common import as_unit_float, from_tanh_range, to_tanh_range, upsampling_plan
 from .gan import (
     GAN,
@@ -51,5 +54,5 @@ __all__ = [
     "critic_loss_wgan", "g_loss_wgan", "gradient_penalty",
     "ConvVAE", "ELBOTerms", "BINARIZATIONS", "binarize", "binarize_fixed", "elbo", "iwae_log_likelihood",
     "evaluate_vae", "gaussian_kl", "log_normal", "reparameterize", "kl_weight", "train_vae",
-    "upsampling_plan", "as_unit_float", "to_tanh_range", "from_tanh_range",
+    "upsampling_plan", "as_unit_float", "to_tanh_range", "from_tanh_range", "explore",
 ]
