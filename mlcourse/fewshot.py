@@ -83,7 +83,13 @@ class FewShotClassifier(nn.Module):
     def __init__(self):
         super().__init__()
         # Record the arguments of the subclass constructor that called us, for load().
+        # Walk up to the frame of the most derived __init__ (a subclass of a subclass calls
+        # us through its parent's __init__, whose frame lacks the extra arguments).
+        target = type(self).__init__.__code__
         frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        while frame is not None and frame.f_code is not target:
+            frame = frame.f_back
+        frame = frame or inspect.currentframe().f_back  # type: ignore[union-attr]
         sig = inspect.signature(type(self).__init__)
         self._config = {
             name: frame.f_locals[name]  # type: ignore[union-attr]

@@ -48,3 +48,17 @@ def test_meta_train_predict_save_load(tmp_path):
     out = model.predict(sx, sy, qx, chunk=1000)
     assert out.shape == (2500, 3)
     assert torch.allclose(again.predict(sx, sy, qx), out)
+
+
+class Wider(NearestMean):
+    """A subclass of a subclass with an argument of its own: save/load must keep it."""
+
+    def __init__(self, in_features: int = 64, dim: int = 8, scale: float = 1.0):
+        super().__init__(in_features, dim)
+        self.scale = scale
+
+
+def test_sub_subclass_config_round_trip(tmp_path):
+    m = Wider(in_features=64, dim=4, scale=3.5)
+    again = FewShotClassifier.load(m.save(tmp_path / "w.pt"))
+    assert isinstance(again, Wider) and again.scale == 3.5 and again.embed.out_features == 4
