@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="load the model from PATH if it matches, else train and save it there")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: 1 on CPU, see main())")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the idle cores, see _default_threads)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -202,6 +202,23 @@ def _peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
     return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10
+
+
+def _default_threads(device: torch.device) -> int:
+    """On CPU, as many threads as there are cores that other jobs leave idle (at least one).
+
+    Episodes of 60-120 small images parallelise well on idle cores (measured for a 20-way
+    ProtoNet step on 2 cores: 0.085 s on one thread, 0.037 s on two), but when other jobs
+    keep the cores busy the threads spin-wait for each other at every layer (0.07 s on
+    one thread, 0.07-0.3 s on two). The 1-minute load average is the cheap estimate of
+    "busy" that every Unix keeps.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    if not hasattr(os, "getloadavg"):
+        return cores
+    return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 
 def _log(*args, json_mode: bool) -> None:
@@ -271,11 +288,11 @@ def _budget_aware(make_optimizer, time_budget: float | None):
 
 
 def _meta_train(method: Method, train_set, settings: dict, device, progress: bool, json_mode: bool):
-    """Build and train the model; return ``(predictor, model_or_None, seconds)``."""
+    """Build and train the model; return ``(predictor, model_or_None, seconds, steps_taken)``."""
     if method.kind == "pixel":
         from .baselines import PixelNearestNeighbour
 
-        return PixelNearestNeighbour(), None, 0.0
+        return PixelNearestNeighbour(), None, 0.0, 0
     if method.kind == "pretrained":
         from .baselines import PretrainedFeatures, backbone_of, pretrain_classifier
 
@@ -283,7 +300,7 @@ def _meta_train(method: Method, train_set, settings: dict, device, progress: boo
             train_set, steps=settings["steps"], lr=settings["lr"], seed=settings["seed"], device=device,
             time_budget=settings["time_budget"], progress=progress, **method.extra,
         )
-        return PretrainedFeatures(backbone_of(classifier), mode="centroid"), classifier, history.seconds
+        return PretrainedFeatures(backbone_of(classifier), mode="centroid"), classifier, history.seconds, len(history["loss"])
     if settings["augment"]:
         from .metric.augment import AffineAugmented
 
@@ -305,7 +322,7 @@ def _meta_train(method: Method, train_set, settings: dict, device, progress: boo
     steps_done = len(history["loss"])
     if steps_done < settings["steps"]:
         _log(f"note: the time budget stopped meta-training after {steps_done} of {settings['steps']} steps", json_mode=json_mode)
-    return model.predict, model, history.seconds
+    return model.predict, model, history.seconds, steps_done
 
 
 def _try_checkpoint(path, key: dict, method: Method, device, json_mode: bool):
@@ -335,18 +352,18 @@ def _try_checkpoint(path, key: dict, method: Method, device, json_mode: bool):
     return model.predict, state
 
 
-def _save_checkpoint(path, key: dict, method: Method, model, train_set, seconds: float) -> None:
+def _save_checkpoint(path, key: dict, method: Method, model, train_set, seconds: float, steps: int) -> None:
     from .train import save_checkpoint
 
     if path is None or model is None:
         return
     if method.kind == "pretrained":
         save_checkpoint(path, {
-            "bench": key, "meta_train_seconds": seconds, "state_dict": model.state_dict(),
+            "bench": key, "meta_train_seconds": seconds, "meta_train_steps": steps, "state_dict": model.state_dict(),
             "num_classes": train_set.num_classes, "image_shape": list(train_set.image_shape),
         })  # fmt: skip
     else:
-        model.save(path, bench=key, meta_train_seconds=seconds)
+        model.save(path, bench=key, meta_train_seconds=seconds, meta_train_steps=steps)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -362,11 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     method = METHODS[args.method]
     settings = _train_settings(method, args, fast)
     device = get_device(args.device)
-    # One thread by default on CPU: an episode of 60-120 small images gains little from a
-    # second thread, and on a CPU shared with other jobs the threads spin-wait for each other
-    # at every layer (measured: a 20-way ProtoNet step took 0.07 s on one thread, 0.07-0.16 s
-    # on two). Pass --threads 2 on an idle machine to try.
-    torch.set_num_threads(args.threads or (1 if device.type == "cpu" else torch.get_num_threads()))
+    torch.set_num_threads(args.threads or _default_threads(device))
     progress = not (args.quiet or args.json) and sys.stderr.isatty()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -382,12 +395,13 @@ def main(argv: list[str] | None = None) -> dict:
     if loaded is not None:
         predict, state = loaded
         train_seconds, train_cpu_seconds, from_checkpoint = 0.0, 0.0, True
+        steps_done = state.get("meta_train_steps", 0)
         _log(f"loaded {args.checkpoint} (meta-trained for {state.get('meta_train_seconds', 0):.0f} s)", json_mode=args.json)
     else:
         cpu_start = time.process_time()
-        predict, model, train_seconds = _meta_train(method, splits.train, settings, device, progress, args.json)
+        predict, model, train_seconds, steps_done = _meta_train(method, splits.train, settings, device, progress, args.json)
         train_cpu_seconds = time.process_time() - cpu_start
-        _save_checkpoint(args.checkpoint, key, method, model, splits.train, train_seconds)
+        _save_checkpoint(args.checkpoint, key, method, model, splits.train, train_seconds, steps_done)
         from_checkpoint = False
 
     result = evaluate(predict, splits.test, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device, progress=progress, desc=args.method)
@@ -401,6 +415,7 @@ def main(argv: list[str] | None = None) -> dict:
         "accuracy": result.mean,
         "ci95": result.ci95,
         "meta_train_seconds": train_seconds,
+        "meta_train_steps": steps_done,  # fewer than train["steps"] when the time budget ended training
         # CPU seconds of this process (all threads): with other jobs on the machine, wall
         # time overstates the cost of a run; CPU time / threads is what an idle machine needs.
         "meta_train_cpu_seconds": train_cpu_seconds,

@@ -204,7 +204,7 @@ def extract_features(images, net: nn.Module, batch_size: int = CHUNK) -> torch.T
         raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
     net.eval()
     device = next(net.parameters()).device
-    out = [net(_as_unit_images(images[i : i + batch_size]).to(device)).double().cpu()
+    out = [net(_as_unit_images(images[i : i + batch_size]).to(device)).cpu().double()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
 
@@ -308,7 +308,7 @@ def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k
     d = real_features.shape[1]
     _check_sizes(f"precision/recall with k={k} (real set)", real_features.shape[0], d, k + 1)
     _check_sizes(f"precision/recall with k={k} (generated set)", fake_features.shape[0], d, k + 1)
-    real, fake = real_features.double(), fake_features.double()
+    real, fake = real_features.cpu().double(), fake_features.cpu().double()
     precision = _coverage(fake, real, _kth_neighbour_radii(real, k)).double().mean()
     recall = _coverage(real, fake, _kth_neighbour_radii(fake, k)).double().mean()
     return float(precision), float(recall)
@@ -330,7 +330,7 @@ class NearestClassMean:
     def __call__(self, support_x, support_y, query_x):
         fs, fq = extract_features(support_x, self.net), extract_features(query_x, self.net)
         n_way = int(support_y.max()) + 1
-        onehot = F.one_hot(support_y.long(), n_way).double()
+        onehot = F.one_hot(support_y.long().cpu(), n_way).double()
         counts = onehot.sum(0)
         if (counts == 0).any():
             raise ValueError(f"classes {torch.nonzero(counts == 0).flatten().tolist()} have no support image")

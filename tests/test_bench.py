@@ -21,6 +21,11 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+def run(args: list[str]) -> dict:
+    """bench.main on one thread (the tests' batches are tiny)."""
+    return bench.main(args + ["--threads", "1"])
+
+
 def tiny_splits(size: int = 28) -> MetaSplits:
     """A stand-in for meta_splits(): 16 training and 8 test classes of 20 random images."""
     g = torch.Generator().manual_seed(0)
@@ -54,7 +59,7 @@ def test_every_method_is_documented_and_builds():
 
 @pytest.mark.parametrize("method", sorted(bench.METHODS))
 def test_main_runs_every_method(method, tiny, capsys):
-    out = bench.main([method, "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3"])
+    out = run([method, "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3"])
     assert set(bench.RESULT_KEYS) <= set(out)
     assert out["method"] == method and out["data"] == "tiny" and out["mode"] == "fast"
     assert (out["ways"], out["shots"], out["queries"], out["episodes"]) == (5, 1, 15, 3)
@@ -64,7 +69,7 @@ def test_main_runs_every_method(method, tiny, capsys):
 
 
 def test_table_output(tiny, capsys):
-    out = bench.main(["pixel-nn", "--fast", "--episodes", "4", "--ways", "3", "--shots", "2"])
+    out = run(["pixel-nn", "--fast", "--episodes", "4", "--ways", "3", "--shots", "2"])
     text = capsys.readouterr().out
     assert "3-way 2-shot" in text and f"{100 * out['accuracy']:.2f}%" in text
 
@@ -72,19 +77,19 @@ def test_table_output(tiny, capsys):
 def test_checkpoint_is_reused_only_when_it_matches(tiny, tmp_path, capsys):
     path = tmp_path / "proto.pt"
     args = ["protonet", "--fast", "--json", "--steps", "2", "--episodes", "5", "--train-ways", "3", "--checkpoint", str(path)]
-    first = bench.main(args)
+    first = run(args)
     assert path.exists() and not first["from_checkpoint"]
-    second = bench.main(args)
+    second = run(args)
     assert second["from_checkpoint"] and second["meta_train_seconds"] == 0
     assert second["accuracy"] == first["accuracy"]
-    third = bench.main(args[:4] + ["3"] + args[5:])  # other steps: retrain
+    third = run(args[:4] + ["3"] + args[5:])  # other steps: retrain
     assert not third["from_checkpoint"]
     assert "other settings" in capsys.readouterr().err
 
 
 def test_pretrained_baseline_checkpoint(tiny, tmp_path):
     args = ["pretrained-centroid", "--fast", "--json", "--steps", "3", "--episodes", "4", "--checkpoint", str(tmp_path / "pre.pt")]
-    first, second = bench.main(args), bench.main(args)
+    first, second = run(args), run(args)
     assert not first["from_checkpoint"] and second["from_checkpoint"]
     assert second["accuracy"] == first["accuracy"]
 
@@ -94,7 +99,7 @@ def test_glyphs_protonet_fast(monkeypatch, capsys):
     if not hasattr(glyphs, "load_glyphs"):
         pytest.skip("mlcourse.data.glyphs has no load_glyphs yet")
     monkeypatch.setenv("MLCOURSE_FAST", "1")
-    out = bench.main(["protonet", "--fast", "--json", "--data", "glyphs", "--episodes", "20", "--steps", "10"])
+    out = run(["protonet", "--fast", "--json", "--data", "glyphs", "--episodes", "20", "--steps", "10"])
     assert set(bench.RESULT_KEYS) <= set(out)
     assert out["data"] == "glyphs" and out["episodes"] == 20 and out["mode"] == "fast"
     assert json.loads(capsys.readouterr().out) == out
@@ -107,9 +112,44 @@ def test_missing_omniglot_exits_with_a_clear_message(monkeypatch, tmp_path, caps
     monkeypatch.setenv("MLCOURSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("mlcourse.config.shared_dir", lambda: None)
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["protonet", "--fast", "--json", "--data", "omniglot"])
+        run(["protonet", "--fast", "--json", "--data", "omniglot"])
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # no half-written JSON
     assert "Omniglot" in captured.err and str(empty) in captured.err
     assert "--data glyphs" in captured.err
+
+
+def test_budget_aware_schedule_follows_steps_or_time(monkeypatch):
+    model = torch.nn.Linear(2, 2)
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    def base(lr, steps):
+        return torch.optim.SGD(model.parameters(), lr=lr), None
+
+    assert bench._budget_aware(base, None) is base  # no budget: the library's schedule
+    opt, sched = bench._budget_aware(base, 100.0)(1.0, 400)
+    lrs = []
+    for _ in range(4):
+        clock[0] += 30.0  # 30 s a step: the budget, not the 400 steps, ends training
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == [0.5, 0.25, 0.125, 0.125]  # halved at 25, 50, 75 s; never below 1/8
+    opt, sched = bench._budget_aware(base, 1e9)(1.0, 8)  # steps end first: StepLR's schedule
+    lrs = []
+    for _ in range(8):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == [1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 0.125]
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert bench._default_threads(cpu) == 2
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (3.5, 0.0, 0.0))
+    assert bench._default_threads(cpu) == 1

@@ -125,7 +125,7 @@ def active_axes(vae, images: torch.Tensor, y=None, batch_size: int = 256) -> tup
             xb = x[i : i + batch_size].to(device)
             yb = None if y is None else _label(torch.as_tensor(y)[i : i + batch_size], len(xb), device)
             mu, logvar = vae.encode(xb, yb)
-            total += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum(0).double().cpu()
+            total += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum(0).cpu().double()
     finally:
         vae.train(was_training)
     kl = total / len(x)
