@@ -52,7 +52,7 @@ RESULT_KEYS = (
 class Method:
     """How to build and meta-train one method, and its default hyper-parameters.
 
-    ``build(image_shape)`` returns a :class:`~mlcourse.fewshot.FewShotClassifier` (``kind
+    ``build(image_shape, ways)`` returns a :class:`~mlcourse.fewshot.FewShotClassifier` (``kind
     = "episodic"``); ``kind = "pixel"`` needs no training and ``kind = "pretrained"`` trains an
     ordinary classifier on all training classes (chapter 01's baselines).
 
@@ -61,7 +61,9 @@ class Method:
     with the test shots); ``rotations`` adds the 90/180/270-degree copies of each training
     class as new classes; ``augment`` is the strength of the random affine distortion of
     training images (:mod:`mlcourse.metric.augment`, episodic methods only, 0 = none);
-    ``time_budget`` caps meta-training in full mode (seconds).
+    ``time_budget`` caps meta-training in full mode (seconds). ``fixed_way`` marks models whose
+    output layer has one unit per class (MAML and its relatives): they train and test on
+    ``--ways``-way tasks only, and ``train_ways`` is ignored.
     """
 
     description: str
@@ -76,11 +78,12 @@ class Method:
     rotations: bool = True
     augment: float = 0.0
     time_budget: float | None = 600.0
+    fixed_way: bool = False
     extra: dict = field(default_factory=dict)
 
 
 def _protonet(distance):
-    def build(shape):
+    def build(shape, ways):
         from .metric import ProtoNet
 
         return ProtoNet(in_channels=shape[0], distance=distance)
@@ -89,7 +92,7 @@ def _protonet(distance):
 
 
 def _matching(fce):
-    def build(shape):
+    def build(shape, ways):
         from .metric import MatchingNet
 
         return MatchingNet(in_channels=shape[0], fce=fce, temperature=10.0)
@@ -97,7 +100,7 @@ def _matching(fce):
     return build
 
 
-def _relation(shape):
+def _relation(shape, ways):
     from .metric import RelationNet
 
     if shape[1] != shape[2]:
@@ -105,10 +108,21 @@ def _relation(shape):
     return RelationNet(in_channels=shape[0], image_size=shape[1])
 
 
-def _siamese(shape):
+def _siamese(shape, ways):
     from .metric.siamese import SiameseNet
 
     return SiameseNet(in_channels=shape[0])
+
+
+def _optim(class_name: str, **kwargs):
+    """Builder for the optimisation-based methods: their linear head has ``ways`` outputs."""
+
+    def build(shape, ways):
+        from . import optim
+
+        return getattr(optim, class_name)(n_way=ways, in_channels=shape[0], image_size=(shape[1], shape[2]), **kwargs)
+
+    return build
 
 
 # Why these defaults (tuned for ProtoNet on the Omniglot subsets, 28x28, on a CPU shared with
@@ -128,6 +142,9 @@ def _siamese(shape):
 # * Euclidean rather than cosine: 92.5% vs 89.6% after 1,500 steps of 20-way 5-query.
 # * MatchingNet's temperature 10: with the paper's 1 the attention over non-negative
 #   Conv-4 features can never be sharp and training is slow.
+# The optimisation-based methods (MAML and relatives): see the comment above the table.
+HIDDEN, META_BATCH, OPT_STEPS, OPT_LR, OPT_QUERIES, OPT_AUGMENT, REPTILE_STEPS = 32, 16, 4000, 1e-3, 5, 0.0, 10000
+
 METHODS: dict[str, Method] = {
     "protonet": Method(
         "Prototypical network, squared Euclidean distance (Snell et al., 2017)",
@@ -152,6 +169,31 @@ METHODS: dict[str, Method] = {
     "siamese": Method(
         "Siamese verification network, L1 distance (Koch et al., 2015)",
         build=_siamese, steps=6000, lr=2e-3, train_ways=20, train_queries=2, augment=1.0,
+    ),
+    "maml": Method(
+        "MAML, second-order meta-gradient (Finn et al., 2017)",
+        build=_optim("MAML", hidden=HIDDEN, meta_batch=META_BATCH, inner_steps=1, inner_lr=0.4, test_inner_steps=10),
+        steps=OPT_STEPS, fast_steps=5, lr=OPT_LR, train_queries=OPT_QUERIES, augment=OPT_AUGMENT, time_budget=1200.0, fixed_way=True,
+    ),
+    "fomaml": Method(
+        "first-order MAML: the inner gradients treated as constants (Finn et al., 2017)",
+        build=_optim("FOMAML", hidden=HIDDEN, meta_batch=META_BATCH, inner_steps=1, inner_lr=0.4, test_inner_steps=10),
+        steps=OPT_STEPS, fast_steps=5, lr=OPT_LR, train_queries=OPT_QUERIES, augment=OPT_AUGMENT, time_budget=1200.0, fixed_way=True,
+    ),
+    "anil": Method(
+        "ANIL: MAML that adapts only the head (Raghu et al., 2020)",
+        build=_optim("MAML", hidden=HIDDEN, meta_batch=META_BATCH, inner_steps=1, inner_lr=0.4, test_inner_steps=10, anil=True),
+        steps=OPT_STEPS, fast_steps=5, lr=OPT_LR, train_queries=OPT_QUERIES, augment=OPT_AUGMENT, time_budget=1200.0, fixed_way=True,
+    ),
+    "metasgd": Method(
+        "Meta-SGD: MAML with learned per-weight inner learning rates (Li et al., 2017)",
+        build=_optim("MetaSGD", hidden=HIDDEN, meta_batch=META_BATCH, inner_steps=1, lr_init=0.4, test_inner_steps=1),
+        steps=OPT_STEPS, fast_steps=5, lr=OPT_LR, train_queries=OPT_QUERIES, augment=OPT_AUGMENT, time_budget=1200.0, fixed_way=True,
+    ),
+    "reptile": Method(
+        "Reptile: move the initialisation towards fine-tuned weights (Nichol et al., 2018)",
+        build=_optim("Reptile", hidden=HIDDEN),
+        steps=REPTILE_STEPS, fast_steps=5, lr=1.0, train_queries=14, augment=OPT_AUGMENT, time_budget=1200.0, fixed_way=True,
     ),
     "pixel-nn": Method("1-nearest neighbour in pixel space (chapter 01 baseline)", kind="pixel", steps=0, fast_steps=0, rotations=False),
     "pretrained-centroid": Method(
@@ -228,10 +270,17 @@ def _log(*args, json_mode: bool) -> None:
 def _train_settings(method: Method, args, fast: bool) -> dict:
     """The hyper-parameters of this run: the method's defaults, overridden by the command line."""
     budget = args.time_budget if args.time_budget is not None else (None if fast else method.time_budget)
+    train_ways = args.train_ways if args.train_ways is not None else method.train_ways
+    if method.fixed_way:
+        if args.train_ways is not None and args.train_ways != args.ways:
+            print(f"mlcourse.bench: {args.method} has one output unit per class, so it meta-trains on the test way "
+                  f"(--ways {args.ways}); --train-ways {args.train_ways} cannot be used with it", file=sys.stderr, flush=True)
+            raise SystemExit(2)
+        train_ways = args.ways
     return {
         "steps": args.steps if args.steps is not None else (method.fast_steps if fast else method.steps),
         "lr": args.lr if args.lr is not None else method.lr,
-        "train_ways": args.train_ways if args.train_ways is not None else method.train_ways,
+        "train_ways": train_ways,
         "train_shots": args.train_shots or method.train_shots or args.shots,
         "train_queries": args.train_queries if args.train_queries is not None else method.train_queries,
         "rotations": {"on": True, "off": False}.get(args.rotations, method.rotations),
@@ -306,7 +355,7 @@ def _meta_train(method: Method, train_set, settings: dict, device, progress: boo
 
         train_set = AffineAugmented(train_set, settings["augment"], seed=settings["seed"])
     torch.manual_seed(settings["seed"])
-    model = method.build(train_set.image_shape)
+    model = method.build(train_set.image_shape, settings["train_ways"])
     if device.type == "cpu":
         # Channels-last conv weights let oneDNN pick faster kernels: about 1.3x per step on
         # CPU for Conv-4, with the same results up to float rounding.

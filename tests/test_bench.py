@@ -53,13 +53,14 @@ def test_every_method_is_documented_and_builds():
         assert method.description, name
         assert method.kind in {"episodic", "pixel", "pretrained"}
         if method.kind == "episodic":
-            model = method.build((1, 28, 28))
+            model = method.build((1, 28, 28), 2)
             assert model(torch.rand(2, 1, 28, 28), torch.tensor([0, 1]), torch.rand(3, 1, 28, 28)).shape == (3, 2)
 
 
 @pytest.mark.parametrize("method", sorted(bench.METHODS))
 def test_main_runs_every_method(method, tiny, capsys):
-    out = run([method, "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3"])
+    train_ways = [] if bench.METHODS[method].fixed_way else ["--train-ways", "3"]
+    out = run([method, "--fast", "--json", "--steps", "2", "--episodes", "3", *train_ways])
     assert set(bench.RESULT_KEYS) <= set(out)
     assert out["method"] == method and out["data"] == "tiny" and out["mode"] == "fast"
     assert (out["ways"], out["shots"], out["queries"], out["episodes"]) == (5, 1, 15, 3)
@@ -153,3 +154,28 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
     assert bench._default_threads(cpu) == 2
     monkeypatch.setattr(bench.os, "getloadavg", lambda: (3.5, 0.0, 0.0))
     assert bench._default_threads(cpu) == 1
+
+
+def test_fixed_way_methods_train_on_the_test_way(tiny, capsys):
+    out = run(["maml", "--fast", "--json", "--steps", "1", "--episodes", "2", "--ways", "3"])
+    assert out["ways"] == 3 and out["train"]["train_ways"] == 3  # the head has 3 outputs
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run(["maml", "--fast", "--json", "--ways", "5", "--train-ways", "20"])
+    assert exit_info.value.code == 2
+    assert "--train-ways 20" in capsys.readouterr().err
+
+
+def test_optim_methods_follow_the_protocol_schedule(tiny):
+    """MAML's outer learning rate comes from make_optimizer, so the bench's time-aware schedule applies."""
+    model = bench.METHODS["maml"].build((1, 28, 28), 3)
+    seen = []
+    original = model.make_optimizer
+
+    def spy(lr, steps):
+        seen.append((lr, steps))
+        return original(lr, steps)
+
+    model.make_optimizer = spy
+    model.meta_train(tiny_splits().train, n_way=3, steps=4, lr=1e-3, progress=False, device="cpu", meta_batch=2)
+    assert seen == [(1e-3, 4)]

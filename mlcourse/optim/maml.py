@@ -350,6 +350,9 @@ class MAML(FewShotClassifier):
     ) -> History:
         """``steps`` outer steps, each on ``meta_batch`` tasks, with Adam (``lr``) on θ.
 
+        The outer learning rate follows :meth:`make_optimizer` (the protocol's schedule:
+        halved at each quarter of training), as for every few-shot classifier of the course.
+
         Logs the mean query ``loss`` and ``acc`` *after* adaptation, per outer step.
         """
         n_way = self.n_way if n_way is None else n_way
@@ -363,7 +366,7 @@ class MAML(FewShotClassifier):
         self.to(device)
         torch.manual_seed(seed)
         episodes = EpisodeDataset(dataset, n_way, k_shot, q_query, num_episodes=max(1, steps) * meta_batch, seed=seed)
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        opt, sched = self.make_optimizer(lr, steps)
         vectorize = resolve_vectorize(self.vectorize, device)
 
         def step(i):
@@ -374,6 +377,7 @@ class MAML(FewShotClassifier):
             opt.zero_grad(set_to_none=True)
             self._apply_meta_gradient(result)
             opt.step()
+            sched.step()
             return {"loss": result.loss, "acc": result.accuracy}
 
         history = train_loop(step, steps, time_budget=time_budget, history=history, desc=f"meta-train {type(self).__name__}", progress=progress)

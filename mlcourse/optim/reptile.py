@@ -34,6 +34,8 @@ the queries, with BatchNorm statistics of the batch at hand.
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -217,7 +219,8 @@ class Reptile(FewShotClassifier):
         meta_batch: int | None = None,
     ) -> History:
         """``steps`` Reptile updates of ``meta_batch`` tasks; ``lr`` is the outer step size ε,
-        decayed linearly to ``final_step_size``. Each task trains on all its ``k_shot +
+        decayed linearly to ``final_step_size`` over the ``steps`` or the ``time_budget``, whichever
+        ends first. Each task trains on all its ``k_shot +
         q_query`` images per class.
 
         Logs ``loss`` and ``acc``: the query loss and accuracy of the first task of each
@@ -239,6 +242,7 @@ class Reptile(FewShotClassifier):
         generator = torch.Generator().manual_seed(seed)
         episodes = EpisodeDataset(dataset, n_way, k_shot, q_query, num_episodes=max(1, steps) * meta_batch, seed=seed)
         total = max(1, steps)
+        start = time.perf_counter()
 
         def step(i):
             self.train()
@@ -249,6 +253,8 @@ class Reptile(FewShotClassifier):
                 loss = F.cross_entropy(logits, first.query_y)
                 acc = (logits.argmax(-1) == first.query_y).float().mean()
             frac = min(i, total) / total
+            if time_budget:  # decay over the steps or the seconds, whichever run out first
+                frac = min(1.0, max(frac, (time.perf_counter() - start) / time_budget))
             step_size = (1 - frac) * lr + frac * self.final_step_size
             tasks = [(torch.cat([ep.support_x, ep.query_x]), torch.cat([ep.support_y, ep.query_y])) for ep in batch]
             self.outer_step(tasks, step_size, generator)
