@@ -62,3 +62,17 @@ def test_sub_subclass_config_round_trip(tmp_path):
     m = Wider(in_features=64, dim=4, scale=3.5)
     again = FewShotClassifier.load(m.save(tmp_path / "w.pt"))
     assert isinstance(again, Wider) and again.scale == 3.5 and again.embed.out_features == 4
+
+
+def test_load_in_a_fresh_process_finds_the_class(tmp_path):
+    """A checkpoint loads through the base class in a process that never imported its module."""
+    import subprocess
+    import sys
+
+    from mlcourse.metric import ProtoNet
+
+    path = ProtoNet(hidden=4).save(tmp_path / "proto.pt")
+    code = f"from mlcourse.fewshot import FewShotClassifier; print(type(FewShotClassifier.load({str(path)!r})).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ProtoNet"
