@@ -131,7 +131,10 @@ def _optim(class_name: str, **kwargs):
 #   (4 x 136 = 544 classes). The alphabet split keeps every test character out of training.
 # * augment=1.0: a fresh random affine distortion of every training image in every episode
 #   (mlcourse.metric.augment). With so few training characters, ProtoNet otherwise memorises
-#   them: +0.6 points at 3,000 steps (93.4% -> 94.0%, 100 test episodes).
+#   them: +0.6 points at 3,000 steps (93.4% -> 94.0%, 100 test episodes). Afterwards the
+#   BatchNorm running statistics are recomputed on 200 clean training episodes
+#   (FewShotClassifier.recalibrate_batchnorm): on one 11,506-step ProtoNet checkpoint this
+#   moved 5-way 1-shot test accuracy from 94.98% to 95.20% (600 episodes; CI +-0.45).
 # * train_ways=20 with train_queries=2: Snell et al. train with more ways than they test; at
 #   a fixed CPU budget, 20-way episodes with few queries (60 images a step) let us take many
 #   more steps than 60-way or 15-query ones, and the step count is what the accuracy tracks
@@ -233,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per method)")
     p.add_argument("--rotations", choices=["on", "off"], default=None, help="rotation augmentation of training classes")
     p.add_argument("--augment", type=float, default=None, help="strength of random affine augmentation of training images (0 = off)")
+    p.add_argument("--bn-episodes", type=int, default=None,
+                   help="after training with augmentation, recompute BatchNorm statistics on this many clean training episodes (default 200; 0 = off)")
     p.add_argument("--time-budget", type=float, default=None, help="cap on meta-training seconds (default: per method; 0 = none)")
     p.add_argument("--checkpoint", default=None, help="load the model from PATH if it matches, else train and save it there")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
@@ -288,6 +293,7 @@ def _train_settings(method: Method, args, fast: bool) -> dict:
         "train_queries": args.train_queries if args.train_queries is not None else method.train_queries,
         "rotations": {"on": True, "off": False}.get(args.rotations, method.rotations),
         "augment": args.augment if args.augment is not None else method.augment,
+        "bn_episodes": args.bn_episodes if args.bn_episodes is not None else (20 if fast else 200),
         "time_budget": budget or None,  # 0 means no cap
         "seed": args.seed,
     }
@@ -353,6 +359,7 @@ def _meta_train(method: Method, train_set, settings: dict, device, progress: boo
             time_budget=settings["time_budget"], progress=progress, **method.extra,
         )
         return PretrainedFeatures(backbone_of(classifier), mode="centroid"), classifier, history.seconds, len(history["loss"])
+    clean_train_set = train_set
     if settings["augment"]:
         from .metric.augment import AffineAugmented
 
@@ -372,9 +379,18 @@ def _meta_train(method: Method, train_set, settings: dict, device, progress: boo
         seed=settings["seed"], device=device, progress=progress,
     )
     steps_done = len(history["loss"])
+    seconds = history.seconds
+    if settings["augment"] and settings["bn_episodes"] > 0:
+        # The running BatchNorm statistics saw distorted images; test images are not distorted.
+        start = time.perf_counter()
+        model.recalibrate_batchnorm(
+            clean_train_set, n_way=ways, k_shot=settings["train_shots"], q_query=settings["train_queries"],
+            episodes=settings["bn_episodes"], seed=settings["seed"], device=device,
+        )  # fmt: skip
+        seconds += time.perf_counter() - start
     if steps_done < settings["steps"]:
         _log(f"note: the time budget stopped meta-training after {steps_done} of {settings['steps']} steps", json_mode=json_mode)
-    return model.predict, model, history.seconds, steps_done
+    return model.predict, model, seconds, steps_done
 
 
 def _try_checkpoint(path, key: dict, method: Method, device, json_mode: bool):

@@ -167,6 +167,49 @@ class FewShotClassifier(nn.Module):
         self.eval()
         return history
 
+    @torch.no_grad()
+    def recalibrate_batchnorm(
+        self,
+        dataset,
+        *,
+        n_way: int = 5,
+        k_shot: int = 1,
+        q_query: int = 15,
+        episodes: int = 200,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> int:
+        """Recompute BatchNorm running statistics as exact averages over ``episodes`` episodes.
+
+        Meta-training updates the running mean and variance of every BatchNorm layer with an
+        exponential average of recent *training* batches: with augmented training images
+        (:mod:`mlcourse.metric.augment`) those are statistics of distorted images, which the
+        test images are not. Passing clean training episodes through the network in train
+        mode, with ``momentum=None`` (an equal-weight running average), replaces them with
+        the statistics of undistorted data ("precise BatchNorm", Wu & Johnson, 2021). Only
+        training data is used; the weights do not change. Returns the number of layers
+        recalibrated (0 for models that always use batch statistics, like MAML's).
+        """
+        layers = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not layers or episodes < 1:
+            return 0
+        device = torch.device(device) if device is not None else self.device
+        was_training = self.training
+        momenta = [m.momentum for m in layers]
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: every batch counts the same
+        self.train()
+        try:
+            for ep in EpisodeDataset(dataset, n_way, k_shot, q_query, num_episodes=episodes, seed=seed):
+                ep = ep.to(device)
+                self(ep.support_x, ep.support_y, ep.query_x)
+        finally:
+            for m, momentum in zip(layers, momenta):
+                m.momentum = momentum
+            self.train(was_training)
+        return len(layers)
+
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | Path, **extra) -> Path:
         """Write class name, constructor arguments and weights (atomically)."""

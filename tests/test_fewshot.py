@@ -76,3 +76,31 @@ def test_load_in_a_fresh_process_finds_the_class(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ProtoNet"
+
+
+def test_recalibrate_batchnorm_replaces_running_stats_with_exact_averages():
+    from mlcourse.metric import ProtoNet
+
+    torch.manual_seed(0)
+    model = ProtoNet(hidden=4).eval()
+    data = toy_dataset(num_classes=6, per_class=6, size=28)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(123.0)  # stale statistics, as if from distorted training images
+    momentum = bn.momentum
+    batch_means = []
+    hook = bn.register_forward_hook(lambda m, inp, out: batch_means.append(inp[0].mean((0, 2, 3)).detach()))
+    assert model.recalibrate_batchnorm(data, n_way=3, k_shot=1, q_query=2, episodes=5, device="cpu") == 4
+    hook.remove()
+    assert len(batch_means) == 5
+    torch.testing.assert_close(bn.running_mean, torch.stack(batch_means).mean(0))  # equal weights
+    assert bn.momentum == momentum and not model.training  # settings and mode restored
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    after = {k: v for k, v in model.state_dict().items() if k in before}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights untouched
+
+
+def test_recalibrate_batchnorm_is_a_no_op_without_running_stats():
+    from mlcourse.optim import MAML
+
+    model = MAML(n_way=3, hidden=4)
+    assert model.recalibrate_batchnorm(toy_dataset(num_classes=6, per_class=6, size=28), n_way=3, episodes=2) == 0
