@@ -117,10 +117,11 @@ def _siamese(shape, ways):
 def _optim(class_name: str, **kwargs):
     """Builder for the optimisation-based methods: their linear head has ``ways`` outputs."""
 
-    def build(shape, ways):
+    def build(shape, ways, **overrides):
         from . import optim
 
-        return getattr(optim, class_name)(n_way=ways, in_channels=shape[0], image_size=(shape[1], shape[2]), **kwargs)
+        options = {**kwargs, **overrides}
+        return getattr(optim, class_name)(n_way=ways, in_channels=shape[0], image_size=(shape[1], shape[2]), **options)
 
     return build
 
@@ -234,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per method)")
     p.add_argument("--rotations", choices=["on", "off"], default=None, help="rotation augmentation of training classes")
     p.add_argument("--augment", type=float, default=None, help="strength of random affine augmentation of training images (0 = off)")
+    p.add_argument("--hidden", type=int, default=None, help="filters of each Conv-4 block (MAML family and Reptile only; default 64)")
+    p.add_argument("--meta-batch", type=int, default=None, help="tasks per outer step (MAML family and Reptile only)")
     p.add_argument("--bn-episodes", type=int, default=None,
                    help="after training with augmentation, recompute BatchNorm statistics on this many clean training episodes (default 200; 0 = off)")
     p.add_argument("--time-budget", type=float, default=None, help="cap on meta-training seconds (default: per method; 0 = none)")
@@ -283,6 +286,11 @@ def _train_settings(method: Method, args, fast: bool) -> dict:
                   f"(--ways {args.ways}); --train-ways {args.train_ways} cannot be used with it", file=sys.stderr, flush=True)
             raise SystemExit(2)
         train_ways = args.ways
+    model_options = {k: v for k, v in (("hidden", args.hidden), ("meta_batch", args.meta_batch)) if v is not None}
+    if model_options and not method.fixed_way:
+        print(f"mlcourse.bench: --hidden and --meta-batch apply to the MAML family and Reptile, not to {args.method}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2)
     return {
         "steps": args.steps if args.steps is not None else (method.fast_steps if fast else method.steps),
         "lr": args.lr if args.lr is not None else method.lr,
@@ -294,6 +302,7 @@ def _train_settings(method: Method, args, fast: bool) -> dict:
         "bn_episodes": args.bn_episodes if args.bn_episodes is not None else (20 if fast else 200),
         "time_budget": budget or None,  # 0 means no cap
         "seed": args.seed,
+        **({"model": model_options} if model_options else {}),
     }
 
 
@@ -363,7 +372,7 @@ def _meta_train(method: Method, train_set, settings: dict, device, progress: boo
 
         train_set = AffineAugmented(train_set, settings["augment"], seed=settings["seed"])
     torch.manual_seed(settings["seed"])
-    model = method.build(train_set.image_shape, settings["train_ways"])
+    model = method.build(train_set.image_shape, settings["train_ways"], **settings.get("model", {}))
     if device.type == "cpu":
         # Channels-last conv weights let oneDNN pick faster kernels: about 1.3x per step on
         # CPU for Conv-4, with the same results up to float rounding.

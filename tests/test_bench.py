@@ -179,3 +179,17 @@ def test_optim_methods_follow_the_protocol_schedule(tiny):
     model.make_optimizer = spy
     model.meta_train(tiny_splits().train, n_way=3, steps=4, lr=1e-3, progress=False, device="cpu", meta_batch=2)
     assert seen == [(1e-3, 4)]
+
+
+def test_model_options_reach_the_maml_family_only(tiny, tmp_path, capsys):
+    path = tmp_path / "maml.pt"
+    out = run(["maml", "--fast", "--json", "--steps", "1", "--episodes", "2", "--hidden", "4", "--meta-batch", "2", "--checkpoint", str(path)])
+    assert out["train"]["model"] == {"hidden": 4, "meta_batch": 2}
+    from mlcourse.fewshot import FewShotClassifier
+
+    model = FewShotClassifier.load(path)
+    assert model.meta_batch == 2 and model.net.backbone.encoder[0][0].out_channels == 4
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run(["protonet", "--fast", "--json", "--hidden", "4"])
+    assert exit_info.value.code == 2 and "--hidden" in capsys.readouterr().err
