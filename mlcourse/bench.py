@@ -135,7 +135,8 @@ def _optim(class_name: str, **kwargs):
 #   them: +0.6 points at 3,000 steps (93.4% -> 94.0%, 100 test episodes). Afterwards the
 #   BatchNorm running statistics are recomputed on 200 clean training episodes
 #   (FewShotClassifier.recalibrate_batchnorm): on one 11,506-step ProtoNet checkpoint this
-#   moved 5-way 1-shot test accuracy from 94.98% to 95.20% (600 episodes; CI +-0.45).
+#   moved 5-way 1-shot test accuracy from 94.98% to 95.21% (600 episodes; CI +-0.45;
+#   benchmarks/bn_recalibration.py).
 # * train_ways=20 with train_queries=2: Snell et al. train with more ways than they test; at
 #   a fixed CPU budget, 20-way episodes with few queries (60 images a step) let us take many
 #   more steps than 60-way or 15-query ones, and the step count is what the accuracy tracks
@@ -155,8 +156,7 @@ def _optim(class_name: str, **kwargs):
 #   setting) and 10 at test time; meta-batch 16 tasks with 5 queries per class. At a fixed CPU
 #   budget the number of outer steps is what counts: in 20 minutes on 2 idle threads, MAML
 #   with the paper's 64 filters took 1,235 steps and reached 90.72% (5-way 1-shot, Omniglot
-#   subsets), with 32 filters 2,643 steps and 93.09%. A step with 15 queries per class costs
-#   about 2.5x one with 5.
+#   subsets), with 32 filters 2,643 steps and 93.09%.
 # * Adam 2e-3 with the protocol's schedule (halved at each quarter of the 20-minute budget),
 #   rotations and affine augmentation of the training images, as for ProtoNet.
 # * Reptile keeps its own defaults (mlcourse.optim.reptile): 10 tasks, 3 inner Adam steps on

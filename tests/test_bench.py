@@ -193,3 +193,17 @@ def test_model_options_reach_the_maml_family_only(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(["protonet", "--fast", "--json", "--hidden", "4"])
     assert exit_info.value.code == 2 and "--hidden" in capsys.readouterr().err
+
+
+def test_bn_recalibration_script(tiny, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = tmp_path / "proto.pt"
+    run(["protonet", "--fast", "--json", "--steps", "2", "--episodes", "2", "--train-ways", "3", "--bn-episodes", "0", "--checkpoint", str(path)])
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bn_recalibration.py"
+    spec = importlib.util.spec_from_file_location("bn_recalibration", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports meta_splits after the fixture replaced it
+    out = module.main([str(path), "--episodes", "4", "--bn-episodes", "3", "--train-ways", "3"])
+    assert set(out) == {"before", "after"} and "recalibrated" in capsys.readouterr().out
