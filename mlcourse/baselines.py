@@ -12,6 +12,9 @@ Before any meta-learning, three ways to use a support set that any engineer woul
   (Chen et al., 2019, "A Closer Look at Few-shot Classification"; Tian et al., 2020,
   "Rethinking Few-Shot Image Classification"). A strong, often under-reported baseline.
 
+None of them touches the caller's random stream: where a seed fixes an initial network, the
+network is built under :func:`seeded`, which restores torch's global generator afterwards.
+
 Every predictor has the same signature, ``predict(support_x, support_y, query_x) -> scores``
 with ``scores`` of shape ``[num_queries, N]``, so :func:`mlcourse.evaluate.evaluate` can score
 any of them on the same episodes.
@@ -20,6 +23,7 @@ any of them on the same episodes.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +34,21 @@ from .data.base import ImageClassDataset
 from .fewshot import validate_task
 from .models import conv4_classifier
 from .train import History, train_loop
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run the block with torch's global CPU generator seeded with ``seed``, then put the
+    caller's generator state back (``torch.random.fork_rng`` over the CPU only).
+
+    Building a module inside gives the same initial weights for a given seed, wherever the
+    caller's random stream stands, and leaves that stream exactly where it was. Only the CPU
+    generator is seeded (``torch.manual_seed`` would reseed every GPU's too): build modules
+    on the CPU inside, and move them afterwards.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -63,8 +82,9 @@ class FinetuneFromScratch:
 
     def __call__(self, support_x, support_y, query_x):
         n_way = validate_task(support_x, support_y, query_x)
-        torch.manual_seed(self.seed)  # the same initial network for every episode
-        model = conv4_classifier(n_way, tuple(support_x.shape[1:]), hidden=self.hidden).to(support_x.device)
+        with seeded(self.seed):  # the same initial network for every episode
+            model = conv4_classifier(n_way, tuple(support_x.shape[1:]), hidden=self.hidden)
+        model = model.to(support_x.device)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         model.train()
         for _ in range(self.steps):
@@ -90,11 +110,14 @@ def pretrain_classifier(
     """Ordinary supervised training of Conv-4 + linear head on every class of ``dataset``.
 
     Returns the trained classifier (in eval mode, on ``device``) and its training history.
+    ``seed`` fixes the initial weights and the batches; torch's global generator is left as
+    it was (the training draws from a generator of its own).
     """
     device = device or get_device()
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = conv4_classifier(dataset.num_classes, dataset.image_shape).to(device)
+    with seeded(seed):
+        model = conv4_classifier(dataset.num_classes, dataset.image_shape)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     images, targets = dataset.images, dataset.targets

@@ -119,3 +119,49 @@ def test_generic_dataset_and_mismatched_shapes():
 
 def test_relabel():
     assert relabel([7, 3, 7, 9, 3]).tolist() == [0, 1, 0, 2, 1]
+
+
+# ---- the caller's random stream: advanced like the caller's own draws, never reseeded ----
+def test_sampler_without_generator_draws_from_the_global_stream_without_reseeding(toy):
+    torch.manual_seed(5)
+    start = torch.get_rng_state()
+    first = sample_episode(toy, 5, 2, 3)
+    after = torch.get_rng_state()
+    # the same draws from an explicit generator in the same state: same episode, same end state
+    g = torch.Generator()
+    g.set_state(start)
+    explicit = sample_episode(toy, 5, 2, 3, generator=g)
+    assert all(torch.equal(a, b) for a, b in zip(first, explicit))
+    assert torch.equal(after, g.get_state())
+    assert not torch.equal(after, start)  # it did draw
+    torch.manual_seed(5)  # reproducible under the caller's seed
+    assert all(torch.equal(a, b) for a, b in zip(first, sample_episode(toy, 5, 2, 3)))
+
+
+def _global_state_untouched(fn):
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    out = fn()
+    assert torch.equal(torch.get_rng_state(), before), "the call changed torch's global generator"
+    return out
+
+
+def test_baselines_leave_the_global_stream_alone_and_stay_deterministic():
+    from mlcourse.baselines import FinetuneFromScratch, pretrain_classifier
+
+    data = toy_dataset(num_classes=4, per_class=6, size=16)
+    ep = sample_episode(data, 3, 2, 2, torch.Generator().manual_seed(0))
+    tune = FinetuneFromScratch(steps=3, seed=7, hidden=4)
+    scores = _global_state_untouched(lambda: tune(ep.support_x, ep.support_y, ep.query_x))
+    torch.manual_seed(999)  # another caller state: the same network, the same scores
+    assert torch.equal(tune(ep.support_x, ep.support_y, ep.query_x), scores)
+    other = FinetuneFromScratch(steps=3, seed=8, hidden=4)(ep.support_x, ep.support_y, ep.query_x)
+    assert not torch.equal(other, scores)  # the seed does fix the initial network
+
+    def pretrain():
+        model, _ = pretrain_classifier(data, steps=3, batch_size=8, seed=3, device=torch.device("cpu"), progress=False)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    weights = _global_state_untouched(pretrain)
+    torch.manual_seed(12345)
+    assert torch.equal(pretrain(), weights)

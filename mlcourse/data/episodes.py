@@ -6,7 +6,8 @@ model can never memorise which global class is which: it must use the support se
 
 Three ways in, from one image to a meta-batch:
 
-* :func:`sample_episode` draws one :class:`Episode` with a ``torch.Generator``;
+* :func:`sample_episode` draws one :class:`Episode` with a ``torch.Generator`` (or from
+  torch's global generator, which it advances but never reseeds);
 * :class:`EpisodeDataset` is a map-style dataset whose ``i``-th item is always the same
   episode for a given seed, so it is deterministic even with ``DataLoader`` workers;
 * :func:`task_loader` wraps it in a ``DataLoader`` that stacks ``T`` episodes into tensors of
@@ -122,10 +123,15 @@ def sample_episode(
     Classes are drawn without replacement among those with at least ``K+Q`` images, then
     ``K+Q`` distinct images per class; the first ``K`` form the support set. Support and
     query therefore never share an image.
+
+    Every random number comes from ``generator``, or, when it is ``None``, from torch's
+    global generator, which is advanced but never reseeded: ``torch.manual_seed(s)`` then
+    ``sample_episode(...)`` gives the same episode every time, and the caller's random
+    stream continues as if the draws had been the caller's own.
     """
     index = index or ClassIndex(dataset)
     eligible = _eligible_classes(index, n_way, k_shot, q_query)
-    g = generator if generator is not None else torch.Generator().manual_seed(torch.seed() % 2**63)
+    g = generator if generator is not None else torch.default_generator  # the global one, not reseeded
     classes = eligible[torch.randperm(len(eligible), generator=g)[:n_way]]
     per_class = k_shot + q_query
     picks = []
