@@ -363,3 +363,85 @@ def test_siamese_scores_are_best_match_per_class_and_loss_is_balanced_bce():
     weights = 1 + same * (2 - 1)  # pos_weight = N - 1 = 2: a positive pair counts twice
     expected = (weights * F.binary_cross_entropy_with_logits(pairs, same, reduction="none")).mean()
     torch.testing.assert_close(loss, expected)
+
+
+# ---------------------------------------------------------------------------------------
+# Affine augmentation: the distortions are part of each episode's seeded stream
+# ---------------------------------------------------------------------------------------
+def _episode_images(ep):
+    return torch.cat([ep.support_x, ep.query_x])
+
+
+def test_augmented_episodes_are_seeded_per_episode():
+    from mlcourse.data.episodes import EpisodeDataset
+    from mlcourse.metric.augment import AffineAugmented
+
+    plain = blob_dataset(num_classes=6, per_class=8)
+    aug = AffineAugmented(plain, strength=1.0, seed=0)
+    clean = EpisodeDataset(plain, 3, 1, 3, num_episodes=12, seed=5)
+    eps = EpisodeDataset(aug, 3, 1, 3, num_episodes=12, seed=5)
+    # any order of access, any number of reads: episode i is always the same, pixels included
+    first = [eps[i] for i in (7, 0, 3)]
+    assert all(torch.equal(a, b) for ep, i in zip(first, (7, 0, 3)) for a, b in zip(ep, eps[i]))
+    seen = {}  # clean image bytes -> (episode, augmented image)
+    repeats = 0
+    for i in range(12):
+        c, a = clean[i], eps[i]
+        # the class and image choices are those of the plain dataset; only the pixels move
+        assert torch.equal(c.classes, a.classes) and torch.equal(c.query_y, a.query_y)
+        x_clean, x_aug = _episode_images(c), _episode_images(a)
+        assert all(not torch.equal(u, v) for u, v in zip(x_clean, x_aug))
+        for u, v in zip(x_clean, x_aug):
+            key = bytes(u.numpy())
+            if key in seen and seen[key][0] != i:  # the same image in another episode
+                assert not torch.allclose(seen[key][1], v, atol=1e-3), "an image got the same distortion in two episodes"
+                repeats += 1
+            seen[key] = (i, v)
+    assert repeats >= 5  # the check above did run
+
+
+def test_augmented_stream_is_the_same_with_dataloader_workers():
+    from mlcourse.data.episodes import task_loader
+    from mlcourse.metric.augment import AffineAugmented
+
+    aug = AffineAugmented(blob_dataset(num_classes=6, per_class=8, size=16), strength=1.0, seed=0)
+    serial = list(task_loader(aug, 3, 1, 2, meta_batch=2, num_batches=4, seed=1))
+    parallel = list(task_loader(aug, 3, 1, 2, meta_batch=2, num_batches=4, seed=1, num_workers=2))
+    for x, y in zip(serial, parallel, strict=True):
+        assert all(torch.equal(s, t) for s, t in zip(x, y))
+    # two workers each start from a copy of the dataset: with the distortions drawn from the
+    # dataset's own generator, batches 0 and 1 would be distorted alike. They must not be.
+    assert not torch.allclose(serial[0].support_x, serial[1].support_x, atol=1e-3)
+
+
+def test_augmented_as_float_with_and_without_a_generator():
+    from mlcourse.metric.augment import AffineAugmented
+
+    plain = blob_dataset(num_classes=3, per_class=4)
+    idx = torch.arange(6)
+    a, b = AffineAugmented(plain, seed=3), AffineAugmented(plain, seed=3)
+    # without a generator: the dataset's own, seeded stream, fresh at every read
+    first = a.as_float(idx)
+    assert torch.equal(first, b.as_float(idx))
+    assert not torch.allclose(first, a.as_float(idx), atol=1e-3)
+    assert not torch.allclose(first, plain.as_float(idx), atol=1e-3)
+    # with one: a function of that generator alone, the dataset's own stream untouched
+    state = a.generator.get_state()
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(a.as_float(idx, generator=g1), b.as_float(idx, generator=g2))
+    assert torch.equal(a.generator.get_state(), state)
+    assert not torch.allclose(a.as_float(idx, generator=torch.Generator().manual_seed(10)), a.as_float(idx, generator=torch.Generator().manual_seed(9)), atol=1e-3)
+    # strength 0 is the plain dataset, generator or not
+    assert torch.equal(AffineAugmented(plain, strength=0.0).as_float(idx, generator=g1), plain.as_float(idx))
+
+
+def test_augmented_sampler_without_a_generator_follows_the_global_seed():
+    from mlcourse.data.episodes import sample_episode
+    from mlcourse.metric.augment import AffineAugmented
+
+    aug = AffineAugmented(blob_dataset(num_classes=4, per_class=5, size=16), seed=0)
+    torch.manual_seed(4)
+    one = sample_episode(aug, 3, 1, 2)
+    torch.manual_seed(4)
+    two = sample_episode(aug, 3, 1, 2)  # the dataset's own generator has moved on: no matter
+    assert all(torch.equal(x, y) for x, y in zip(one, two))

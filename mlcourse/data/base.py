@@ -90,8 +90,12 @@ class ImageClassDataset(Dataset):
     def class_sizes(self) -> torch.Tensor:
         return torch.bincount(self.targets, minlength=self.num_classes)
 
-    def as_float(self, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (all, or the given indices) as float in [0, 1]."""
+    def as_float(self, indices: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images (all, or the given indices) as float in [0, 1].
+
+        ``generator`` is for subclasses that transform images at random as they are read
+        (the episode samplers pass each episode's generator); plain images draw nothing.
+        """
         images = self.images if indices is None else self.images[indices]
         return images.float().div_(255.0)
 

@@ -70,10 +70,15 @@ class ClassIndex:
         """Class ids with at least ``per_class`` examples."""
         return torch.nonzero(self.sizes >= per_class).flatten()
 
-    def load(self, indices: torch.Tensor) -> torch.Tensor:
-        """Images at ``indices`` as one float tensor."""
+    def load(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images at ``indices`` as one float tensor.
+
+        ``generator`` is handed to ``dataset.as_float`` for datasets that draw random numbers
+        when they load (:class:`mlcourse.metric.augment.AffineAugmented`); the plain dataset
+        ignores it. Other datasets are read item by item and get no generator.
+        """
         if isinstance(self.dataset, ImageClassDataset):
-            return self.dataset.as_float(indices)
+            return self.dataset.as_float(indices, generator=generator)
         images = [torch.as_tensor(self.dataset[int(i)][0]) for i in indices]
         shapes = {tuple(im.shape) for im in images}
         if len(shapes) > 1:
@@ -126,8 +131,11 @@ def sample_episode(
 
     Every random number comes from ``generator``, or, when it is ``None``, from torch's
     global generator, which is advanced but never reseeded: ``torch.manual_seed(s)`` then
-    ``sample_episode(...)`` gives the same episode every time, and the caller's random
-    stream continues as if the draws had been the caller's own.
+    ``sample_episode(...)`` gives the same episode every time. After the classes and images
+    are chosen, the same generator is handed to the dataset as the images are loaded, so a
+    dataset that transforms its images at random (``AffineAugmented``) draws those
+    transformations from the episode's stream too: the whole episode, pixels included, is a
+    function of the generator's state.
     """
     index = index or ClassIndex(dataset)
     eligible = _eligible_classes(index, n_way, k_shot, q_query)
@@ -142,10 +150,13 @@ def sample_episode(
     support_idx = picks[:, :k_shot].reshape(-1)
     query_idx = picks[:, k_shot:].reshape(-1)
     labels = torch.arange(n_way)
+    # loaded only now, after every choice: a dataset that draws from g cannot change them
+    support_x = index.load(support_idx, generator=g)
+    query_x = index.load(query_idx, generator=g)
     return Episode(
-        support_x=index.load(support_idx),
+        support_x=support_x,
         support_y=labels.repeat_interleave(k_shot),
-        query_x=index.load(query_idx),
+        query_x=query_x,
         query_y=labels.repeat_interleave(q_query),
         classes=classes.clone(),
     )
@@ -162,8 +173,9 @@ def episode_seed(seed: int, i: int) -> int:
 class EpisodeDataset(Dataset):
     """``num_episodes`` episodes; item ``i`` depends only on ``(seed, i)``.
 
-    Because each item seeds its own generator, the stream is identical with or without
-    ``DataLoader`` workers, in any order of access.
+    Because each item seeds its own generator (and hands it to the dataset for any random
+    transformation of the images), the stream is identical with or without ``DataLoader``
+    workers, in any order of access.
     """
 
     def __init__(self, dataset, n_way: int, k_shot: int, q_query: int, num_episodes: int, seed: int = 0):

@@ -9,8 +9,17 @@ Omniglot). Only *training* images are transformed; test episodes are left as the
 
 :func:`random_affine` transforms a batch with one ``F.affine_grid``/``F.grid_sample`` call;
 :class:`AffineAugmented` wraps an :class:`~mlcourse.data.base.ImageClassDataset` so that the
-episode samplers (which read images through ``as_float``) get transformed images. It draws
-its random numbers from its own seeded generator, so a training run stays reproducible.
+episode samplers (which read images through ``as_float``) get transformed images.
+
+Where the random numbers come from decides what "reproducible" means. The episode samplers
+(:class:`~mlcourse.data.episodes.EpisodeDataset`, :func:`~mlcourse.data.episodes.task_loader`)
+seed one generator per episode from ``(seed, i)`` and pass it to ``as_float``, which draws the
+distortions from it: episode ``i`` comes out the same, pixels included, with 0 or any number
+of ``DataLoader`` workers and in any order, while every episode (and every appearance of an
+image) gets distortions of its own. Read without a generator (``as_float(indices)``,
+``dataset[i]``) the dataset draws from a generator of its own, seeded with ``seed``: a
+fresh distortion at each read, reproducible in one process, but copied as is into each
+``DataLoader`` worker, so do not rely on it there.
 """
 
 from __future__ import annotations
@@ -65,8 +74,10 @@ class AffineAugmented(ImageClassDataset):
         self.strength = strength
         self.generator = torch.Generator().manual_seed(seed)
 
-    def as_float(self, indices: torch.Tensor | None = None) -> torch.Tensor:
-        return random_affine(super().as_float(indices), self.strength, self.generator)
+    def as_float(self, indices: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The images at ``indices``, transformed with distortions drawn from ``generator``
+        (the episode's, from the samplers) or, without one, from this dataset's own."""
+        return random_affine(super().as_float(indices), self.strength, generator if generator is not None else self.generator)
 
     def __getitem__(self, index: int):
         image, label = super().__getitem__(index)
