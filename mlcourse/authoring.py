@@ -23,7 +23,6 @@ writes the executed copies and prints how long each took.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -141,34 +140,63 @@ def execute(paths: list[Path], out: Path | None, timeout: int = 1800, allow_erro
     return times
 
 
+def notebook_paths(parser, name: str, paths: list[Path]) -> list[Path]:
+    """The notebooks that ``paths`` (notebooks or folders of notebooks) name, every one read once
+    to be sure it is a notebook; a bad path is refused with one line (exit status 2) before any
+    notebook is touched."""
+    from .cli import bad_argument
+
+    found: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            bad_argument(parser, name, p, "a notebook (.ipynb) or a folder of notebooks (no such file or folder)")
+        if p.is_dir():
+            inside = sorted(p.glob("*.ipynb"))
+            if not inside:
+                bad_argument(parser, name, p, "a notebook (.ipynb) or a folder of notebooks (this folder holds no .ipynb file)")
+        elif p.suffix != ".ipynb":
+            bad_argument(parser, name, p, "a notebook (.ipynb) or a folder of notebooks")
+        else:
+            inside = [p]
+        for nbp in inside:
+            try:
+                nbformat.read(nbp, as_version=4)
+            except Exception as error:  # noqa: BLE001 - unreadable JSON, a wrong schema, an I/O error: all "not a notebook"
+                first = (str(error).strip().splitlines() or [""])[0][:200]
+                bad_argument(parser, name, nbp, f"a readable Jupyter notebook ({type(error).__name__}: {first})")
+        found += inside
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlcourse.authoring", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    from .cli import ArgumentParser, bad_argument
+
+    parser = ArgumentParser(prog="python -m mlcourse.authoring", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command",
+                                help="exercises, clean or execute (each has its own --help)")
     ex = sub.add_parser("exercises", help="generate exercises/ from solutions/")
     ex.add_argument("--check", action="store_true", help="only report exercises that are out of date")
     cl = sub.add_parser("clean", help="strip outputs from notebooks in place")
-    cl.add_argument("paths", nargs="+", type=Path)
+    cl.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
     run = sub.add_parser("execute", help="run notebooks headless and time them")
     run.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
     run.add_argument("--out", type=Path, default=None, help="folder for the executed copies")
     args = parser.parse_args(argv)
 
-    if args.cmd == "exercises":
+    if args.command == "exercises":
         stale = generate_exercises(check=args.check)
         if args.check and stale:
             print("out of date (run `python -m mlcourse.authoring exercises`): " + ", ".join(stale))
             return 1
         print("exercises up to date" if not stale else "wrote " + ", ".join(stale))
         return 0
-    if args.cmd == "clean":
-        for p in args.paths:
-            for nbp in sorted(p.glob("*.ipynb")) if p.is_dir() else [p]:
-                nbformat.write(clean(nbformat.read(nbp, as_version=4)), nbp)
+    if args.command == "clean":
+        for nbp in notebook_paths(cl, "paths", args.paths):
+            nbformat.write(clean(nbformat.read(nbp, as_version=4)), nbp)
         return 0
-    paths = []
-    for p in args.paths:
-        p = p.resolve()
-        paths += sorted(p.glob("*.ipynb")) if p.is_dir() else [p]
+    paths = notebook_paths(run, "paths", [p.resolve() for p in args.paths])
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        bad_argument(run, "--out", args.out, "a folder (this is a file)")
     out = args.out.resolve() if args.out else None
     times = execute(paths, out)
     print(f"{sum(t for _, t in times):7.1f} s  total, {len(times)} notebooks")

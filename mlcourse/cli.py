@@ -59,3 +59,62 @@ def check_positive(parser, name: str, value) -> None:
     """``value`` is None or a number above zero."""
     if value is not None and not value > 0:
         bad_argument(parser, name, value, "a number above 0")
+
+
+def check_choice(parser, name: str, value, choices) -> None:
+    """``value`` is None or one of ``choices``."""
+    choices = list(choices)
+    if value is not None and value not in choices:
+        bad_argument(parser, name, value, "one of " + ", ".join(str(c) for c in choices))
+
+
+def check_existing_file(parser, name: str, path, what: str = "an existing file") -> None:
+    """``path`` names a file that exists (not a folder)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        bad_argument(parser, name, path, f"{what} (no such file)")
+    if not p.is_file():
+        bad_argument(parser, name, path, f"{what} (it is a folder)" if p.is_dir() else what)
+
+
+def check_episodes_fit(
+    parser,
+    dataset,
+    ways: int,
+    shots: int,
+    queries: int,
+    *,
+    ways_name: str = "--ways",
+    shots_name: str = "--shots",
+    queries_name: str | None = None,
+    split: str = "the test split",
+) -> None:
+    """Refuse an N-way K-shot request with Q queries per class that ``dataset`` cannot fill.
+
+    An episode needs ``ways`` classes with at least ``shots + queries`` images each. When no
+    class is that large, the shots are blamed (or the queries, when ``queries_name`` is given
+    and the queries alone are too many); otherwise ``--ways`` is, with the number of classes
+    that are large enough as its limit. Call it after the cheap checks (``check_at_least``),
+    as soon as the data is loaded and before any training.
+
+        >>> check_episodes_fit(parser, splits.test, args.ways, args.shots, 15)  # doctest: +SKIP
+        PROG: error: --ways 200: must be at most 106 (the test split has 106 classes with at least 16 images: 1 shots + 15 queries)
+    """
+    sizes = dataset.class_sizes()
+    largest = int(sizes.max()) if len(sizes) else 0
+    per_class = shots + queries
+    if per_class > largest:
+        if queries_name is not None and queries >= largest:
+            bad_argument(parser, queries_name, queries,
+                         f"at most {max(0, largest - shots)} (the largest class of {split} has {largest} images, "
+                         f"and {shots_name} {shots} of them are support images)")
+        bad_argument(parser, shots_name, shots,
+                     f"at most {max(0, largest - queries)} (the largest class of {split} has {largest} images, "
+                     f"and {queries} of them are queries)")
+    eligible = int((sizes >= per_class).sum())
+    if ways > eligible:
+        bad_argument(parser, ways_name, ways,
+                     f"at most {eligible} ({split} has {eligible} classes with at least {per_class} images: "
+                     f"{shots} shots + {queries} queries)")

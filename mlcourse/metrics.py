@@ -44,7 +44,6 @@ Three metrics
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import time
@@ -407,17 +406,25 @@ def generation_report(real, fake, net: nn.Module, k: int = 3, n: int | None = No
 # ---------------------------------------------------------------------------------------
 # python -m mlcourse.metrics --rebuild
 # ---------------------------------------------------------------------------------------
+# Conv-4 halves the image four times: 16 pixels is the smallest side that leaves one.
+MIN_SIZE = 16
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlcourse.metrics",
-                                     description="Build or inspect the feature net of the generation metrics.")
+    from .cli import ArgumentParser, check_at_least
+
+    parser = ArgumentParser(prog="python -m mlcourse.metrics",
+                            description="Build or inspect the feature net of the generation metrics.")
     parser.add_argument("--rebuild", action="store_true", help="train it again even if cached")
     parser.add_argument("--data", default=None, choices=["auto", "omniglot", "glyphs"],
                         help="data source (default: $MLCOURSE_DATA or auto)")
-    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--size", type=int, default=28, help="image side in pixels (at least 16: Conv-4 halves it 4 times)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 50 in fast mode, 500 otherwise)")
     parser.add_argument("--fast", action="store_true", help="same as MLCOURSE_FAST=1: a short training")
     args = parser.parse_args(argv)
+    check_at_least(parser, "--size", args.size, MIN_SIZE)
+    check_at_least(parser, "--steps", args.steps, 1)
     if args.fast:
         import os
 
