@@ -152,6 +152,38 @@ def test_conv_vae_shapes(size):
     assert s.shape == (5, 1, size, size) and 0 <= s.min() and s.max() <= 1
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_sample_draws_from_the_likelihood_reproducibly(likelihood):
+    vae = ConvVAE(latent_dim=4, width=4, hidden=16, likelihood=likelihood, num_classes=3)
+    a, b = vae.sample(6, seed=1, mean=False), vae.sample(6, seed=1, mean=False)
+    assert torch.equal(a, b) and a.device.type == "cpu" and 0 <= a.min() and a.max() <= 1
+    assert not torch.equal(a, vae.sample(6, seed=2, mean=False))
+    means = vae.sample(6, seed=1)
+    assert not torch.equal(a, means)  # a draw around the mean, not the mean
+    if likelihood == "bernoulli":
+        assert set(a.unique().tolist()) <= {0.0, 1.0}
+
+
+def _sample_on(device, likelihood):
+    torch.manual_seed(0)
+    vae = ConvVAE(latent_dim=4, width=4, hidden=16, likelihood=likelihood, num_classes=3).to(device)
+    return vae.sample(200, seed=3), vae.sample(200, seed=3, mean=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_sample_with_noise_on_cuda_matches_the_cpu(likelihood):
+    """The seed's generator lives on the CPU; a model on the GPU must still draw with it."""
+    cpu_mean, cpu_draw = _sample_on("cpu", likelihood)
+    cuda_mean, cuda_draw = _sample_on("cuda", likelihood)
+    assert cuda_draw.device.type == "cpu"
+    torch.testing.assert_close(cuda_mean, cpu_mean, atol=1e-4, rtol=1e-4)
+    if likelihood == "bernoulli":  # the same uniforms: only a probability within 1e-4 of one can flip
+        assert (cuda_draw != cpu_draw).float().mean() < 1e-3
+    else:
+        torch.testing.assert_close(cuda_draw, cpu_draw, atol=1e-3, rtol=1e-3)
+
+
 def test_beta_weights_only_the_objective():
     vae = ConvVAE(latent_dim=4, width=4, hidden=16)
     x = torch.rand(3, 1, 28, 28)

@@ -293,7 +293,8 @@ class ConvVAE(nn.Module):
         ``mean=True`` shows the decoder's mean (pixel probabilities) rather than a binary or
         noisy draw from ``p(x | z)``: the usual way VAE samples are shown, and the form the
         metrics compare with gray-valued data. A conditional VAE draws random labels when
-        ``labels`` is omitted.
+        ``labels`` is omitted. ``seed`` fixes ``z``, the labels and the draw from ``p(x | z)``
+        (all drawn on the CPU, whatever the model's device).
         """
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         device = next(self.parameters()).device
@@ -307,11 +308,11 @@ class ConvVAE(nn.Module):
             out = self.decode(z.to(device), None if labels is None else labels.to(device))
         finally:
             self.train(was_training)
-        probs = torch.sigmoid(out) if self.likelihood == "bernoulli" else out
-        if not mean:
+        probs = (torch.sigmoid(out) if self.likelihood == "bernoulli" else out).cpu()
+        if not mean:  # drawn on the CPU, where ``gen`` lives: the same draw for a seed on any device
             probs = torch.bernoulli(probs, generator=gen) if self.likelihood == "bernoulli" \
-                else (probs + self.sigma() * torch.randn(probs.shape, generator=gen)).clamp(0, 1)
-        return probs.cpu()
+                else (probs + self.sigma().cpu() * torch.randn(probs.shape, generator=gen)).clamp(0, 1)
+        return probs
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
