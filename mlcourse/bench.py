@@ -9,15 +9,21 @@ Usage::
 
 What happens:
 
-1. **Data.** :func:`mlcourse.data.sources.meta_splits` gives a training set and a test set of
-   *disjoint alphabets* (so every test character, and its script, is new). Methods that
-   benefit from it train on the rotated copies of the training classes as extra classes.
+1. **Data.** :func:`mlcourse.data.sources.meta_splits` gives training, validation and test
+   sets of *disjoint alphabets* (so every validation and test character, and its script, is
+   new). Methods that benefit from it train on the rotated copies of the training classes as
+   extra classes. Only the training set reaches meta-training.
 2. **Meta-training** with the method's defaults from :data:`METHODS`, capped by
    ``--time-budget`` seconds. With ``--checkpoint PATH`` a model already trained with the
-   same settings is loaded instead, and a newly trained one is written there.
-3. **Evaluation** on ``--episodes`` random test episodes (:func:`mlcourse.evaluate.evaluate`,
-   always the same episodes for the same ``--eval-seed``, so methods are compared on identical
-   tasks), reported as mean accuracy with a 95% confidence interval.
+   same settings (method, data, training alphabets, hyper-parameters, the model's constructor
+   arguments and :data:`CHECKPOINT_FORMAT`) is loaded instead, and a newly trained one is
+   written there; a checkpoint trained with anything else is refused, naming what differs.
+3. **Evaluation** on ``--episodes`` random episodes of ``--split`` (``val``: the validation
+   alphabets, where settings are chosen; ``test``, the default: the held-out alphabets, scored
+   once per reported figure) with :func:`mlcourse.evaluate.evaluate`, always the same episodes
+   for the same ``--eval-seed``, so methods are compared on identical tasks; reported as mean
+   accuracy with a 95% confidence interval. The JSON keeps every episode's accuracy, so
+   ``python -m mlcourse.evaluate A.json B.json`` gives the paired difference of two runs.
 
 ``--fast`` (or ``MLCOURSE_FAST=1``) shrinks everything to a smoke test; the default trains
 for real. ``--json`` prints one JSON object on stdout (everything else goes to stderr).
@@ -39,10 +45,16 @@ from typing import Callable
 import torch
 
 RESULT_KEYS = (
-    "method", "data", "ways", "shots", "queries", "episodes", "accuracy", "ci95",
-    "meta_train_seconds", "eval_seconds", "peak_memory_mb", "device", "mode", "torch",
-    "mlcourse", "seed",
+    "method", "data", "split", "defaults_selected_on", "ways", "shots", "queries", "episodes",
+    "accuracy", "ci95", "episode_accuracies", "fingerprint", "transductive", "meta_train_seconds",
+    "meta_train_steps", "eval_seconds", "peak_memory_mb", "device", "mode", "torch", "mlcourse",
+    "seed", "train_alphabets", "eval_alphabets",
 )  # fmt: skip
+
+# Part of every checkpoint's key: bump when what a checkpoint holds, or what its key must
+# capture, changes. Version 2: validation alphabets carved out of training, model arguments
+# in the key.
+CHECKPOINT_FORMAT = 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -80,6 +92,10 @@ class Method:
     time_budget: float | None = 600.0
     fixed_way: bool = False
     extra: dict = field(default_factory=dict)
+    # Which split these defaults were chosen on. Every default below was first tuned by
+    # looking at test episodes; the re-selection on validation alphabets replaces them one
+    # method at a time and sets this to "val". The JSON reports it beside every figure.
+    selected_on: str = "test"
 
 
 def _protonet(distance):
@@ -214,7 +230,9 @@ METHODS: dict[str, Method] = {
 # Command line
 # ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="python -m mlcourse.bench",
         description="Meta-train a few-shot method and evaluate it on held-out alphabets.",
         epilog="methods:\n" + "\n".join(f"  {name:<20} {m.description}" for name, m in METHODS.items()),
@@ -227,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=None, help="queries per class in test episodes (default: up to 15)")
     p.add_argument("--episodes", type=int, default=None, help="test episodes (default 600, fast mode 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and training episodes")
-    p.add_argument("--eval-seed", type=int, default=12345, help="seed of the test episodes")
+    p.add_argument("--eval-seed", type=int, default=12345, help="seed of the evaluation episodes")
+    p.add_argument("--split", choices=["val", "test"], default="test",
+                   help="which alphabets to score: val (validation alphabets, to choose settings on) or test "
+                        "(held-out alphabets, scored once per reported figure; default)")
     p.add_argument("--fast", action="store_true", help="fast mode: tiny data and training (sets MLCOURSE_FAST=1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--train-ways", type=int, default=None, help="N of the training episodes (default: per method)")
@@ -242,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-episodes", type=int, default=None,
                    help="after training with augmentation, recompute BatchNorm statistics on this many clean training episodes (default 200; 0 = off)")
     p.add_argument("--time-budget", type=float, default=None, help="cap on meta-training seconds (default: per method; 0 = none)")
-    p.add_argument("--checkpoint", default=None, help="load the model from PATH if it matches, else train and save it there")
+    p.add_argument("--checkpoint", default=None, help="load the model from PATH if it was trained with these settings, else train and save it there")
+    p.add_argument("--retrain", action="store_true", help="with --checkpoint: train anew and overwrite a checkpoint trained with other settings")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the idle cores, see _default_threads)")
@@ -278,21 +300,58 @@ def _log(*args, json_mode: bool) -> None:
     print(*args, file=sys.stderr if json_mode else sys.stdout, flush=True)
 
 
+PROG = "python -m mlcourse.bench"
+
+
+def _check_arguments(args) -> None:
+    """Refuse impossible values at once, before any data is loaded (one line, exit 2)."""
+    from .cli import bad_argument, check_at_least
+
+    for name, value, low in (
+        ("--ways", args.ways, 2), ("--shots", args.shots, 1), ("--queries", args.queries, 1),
+        ("--episodes", args.episodes, 2), ("--train-ways", args.train_ways, 2), ("--train-shots", args.train_shots, 1),
+        ("--train-queries", args.train_queries, 1), ("--steps", args.steps, 1), ("--hidden", args.hidden, 1),
+        ("--meta-batch", args.meta_batch, 1), ("--bn-episodes", args.bn_episodes, 0), ("--size", args.size, 8),
+        ("--threads", args.threads, 1),
+    ):  # fmt: skip
+        check_at_least(PROG, name, value, low)
+    for name, value in (("--lr", args.lr),):
+        if value is not None and not value > 0:
+            bad_argument(PROG, name, value, "a number above 0")
+    for name, value in (("--augment", args.augment), ("--time-budget", args.time_budget)):
+        if value is not None and not value >= 0:
+            bad_argument(PROG, name, value, "a number of at least 0")
+    if args.device is not None:
+        try:
+            kind = torch.device(args.device).type
+        except RuntimeError:
+            kind = None
+        mps = getattr(torch.backends, "mps", None)
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps is not None and mps.is_available()}
+        if not available.get(kind, False):
+            here = ", ".join(k for k, ok in available.items() if ok)
+            bad_argument(PROG, "--device", args.device, f"a device this machine has: {here}")
+    if args.retrain and not args.checkpoint:
+        from .cli import fail
+
+        fail(PROG, "--retrain: only makes sense with --checkpoint PATH")
+
+
 def _train_settings(method: Method, args, fast: bool) -> dict:
     """The hyper-parameters of this run: the method's defaults, overridden by the command line."""
+    from .cli import fail
+
     budget = args.time_budget if args.time_budget is not None else (None if fast else method.time_budget)
     train_ways = args.train_ways if args.train_ways is not None else method.train_ways
     if method.fixed_way:
         if args.train_ways is not None and args.train_ways != args.ways:
-            print(f"mlcourse.bench: {args.method} has one output unit per class, so it meta-trains on the test way "
-                  f"(--ways {args.ways}); --train-ways {args.train_ways} cannot be used with it", file=sys.stderr, flush=True)
-            raise SystemExit(2)
+            fail(PROG, f"--train-ways {args.train_ways}: {args.method} has one output unit per class, so it meta-trains "
+                       f"on the test way; use --train-ways {args.ways} or leave it out")
         train_ways = args.ways
     model_options = {k: v for k, v in (("hidden", args.hidden), ("meta_batch", args.meta_batch)) if v is not None}
     if model_options and not method.fixed_way:
-        print(f"mlcourse.bench: --hidden and --meta-batch apply to the MAML family and Reptile, not to {args.method}",
-              file=sys.stderr, flush=True)
-        raise SystemExit(2)
+        first = "--hidden" if args.hidden is not None else "--meta-batch"
+        fail(PROG, f"{first}: applies to the MAML family and Reptile only, not to {args.method}")
     return {
         "steps": args.steps if args.steps is not None else (method.fast_steps if fast else method.steps),
         "lr": args.lr if args.lr is not None else method.lr,
@@ -309,15 +368,42 @@ def _train_settings(method: Method, args, fast: bool) -> dict:
 
 
 def _load_data(source: str, size: int, rotations: bool, json_mode: bool):
+    from .cli import fail
     from .data.sources import meta_splits
 
     try:
         return meta_splits(source, size=size, rotations=rotations)
     except FileNotFoundError as error:
-        print(f"mlcourse.bench: no {source} data.\n{error}", file=sys.stderr, flush=True)
-        if source == "omniglot":
-            print("Use --data glyphs (always available offline) or --data auto.", file=sys.stderr)
-        raise SystemExit(2) from None
+        hint = " Use --data glyphs (always available offline) or --data auto." if source == "omniglot" else ""
+        fail(PROG, f"--data {source}: no such data here ({str(error).splitlines()[0]}).{hint}")
+
+
+def _check_against_data(args, settings: dict, method: Method, splits, eval_set) -> int:
+    """Check the episode sizes against the data; return the queries per class of evaluation."""
+    from .cli import bad_argument
+
+    sizes = eval_set.class_sizes()
+    largest = int(sizes.max())
+    if args.shots >= largest:
+        bad_argument(PROG, "--shots", args.shots, f"at most {largest - 1}: the {args.split} classes have at most "
+                     f"{largest} images and every class needs at least one query")  # fmt: skip
+    queries = args.queries if args.queries is not None else max(1, min(15, int(sizes.min()) - args.shots))
+    per_class = args.shots + queries
+    eligible = int((sizes >= per_class).sum())
+    if eligible < args.ways:
+        name, value = ("--queries", args.queries) if args.queries is not None else ("--ways", args.ways)
+        bad_argument(PROG, name, value, f"smaller: only {eligible} of the {len(sizes)} {args.split} classes have "
+                     f"{per_class} images ({args.shots} shots + {queries} queries) for a {args.ways}-way episode")  # fmt: skip
+    if method.kind == "episodic":
+        per_train = settings["train_shots"] + settings["train_queries"]
+        train_eligible = int((splits.train.class_sizes() >= per_train).sum())
+        if train_eligible < 2 or (method.fixed_way and train_eligible < settings["train_ways"]):
+            name = "--train-shots" if args.train_shots is not None else ("--shots" if args.train_queries is None else "--train-queries")
+            value = {"--train-shots": args.train_shots, "--shots": args.shots, "--train-queries": args.train_queries}[name]
+            bad_argument(PROG, name, value, f"smaller: training episodes need {per_train} images per class "
+                         f"({settings['train_shots']} shots + {settings['train_queries']} queries) and only "
+                         f"{train_eligible} training classes have that many")  # fmt: skip
+    return queries
 
 
 def _fit_train_ways(ways: int, dataset, per_class: int, json_mode: bool) -> int:
@@ -402,31 +488,77 @@ def _meta_train(method: Method, train_set, settings: dict, device, progress: boo
     return model.predict, model, seconds, steps_done
 
 
-def _try_checkpoint(path, key: dict, method: Method, device, json_mode: bool):
-    """The predictor stored at ``path`` when it was trained with exactly ``key``, else ``None``."""
+def _model_signature(method: Method, splits, settings: dict) -> dict:
+    """What the checkpoint key must know of the model: its class and constructor arguments."""
+    if method.kind == "pretrained":
+        return {"class": "conv4_classifier", "config": dict(method.extra)}
+    if method.kind != "episodic":
+        return {}
+    model = method.build(splits.train.image_shape, settings["train_ways"], **settings.get("model", {}))
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model._config.items()}
+    return {"class": type(model).__name__, "config": config}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def key_differences(stored: dict | None, wanted: dict) -> list[str]:
+    """``"steps: 6000 in the checkpoint, 13000 now"`` for every setting that differs."""
+    a, b = _flatten(stored or {}), _flatten(wanted)
+    missing = object()
+    diffs = []
+    for name in sorted(set(a) | set(b)):
+        x, y = a.get(name, missing), b.get(name, missing)
+        if x != y:
+            show = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
+            diffs.append(f"{name}: {show(x)} in the checkpoint, {show(y)} now")
+    return diffs
+
+
+def _try_checkpoint(path, key: dict, method: Method, device, retrain: bool, json_mode: bool):
+    """The predictor stored at ``path`` when it was trained with exactly ``key``, else ``None``.
+
+    A checkpoint trained with anything else (older defaults, other training alphabets, another
+    width, an older format) is never used: without ``--retrain`` the run stops with a message
+    naming what differs, so a stale file can never be reported as the current default.
+    """
+    from .cli import fail
     from .fewshot import FewShotClassifier
     from .train import load_checkpoint
 
     if path is None or not os.path.exists(path):
         return None
-    state = load_checkpoint(path)
-    if state.get("bench") != key:
-        _log(f"note: {path} was trained with other settings ({state.get('bench')}); training anew and overwriting it", json_mode=json_mode)
+    try:
+        state = load_checkpoint(path)
+    except Exception as error:  # not a checkpoint at all
+        fail(PROG, f"--checkpoint {path}: must be a checkpoint written by mlcourse.bench ({type(error).__name__}: {error})")
+    diffs = key_differences(state.get("bench"), key)
+    if diffs:
+        if not retrain:
+            fail(PROG, f"--checkpoint {path}: trained with other settings ({'; '.join(diffs[:4])}"
+                       f"{f'; and {len(diffs) - 4} more' if len(diffs) > 4 else ''}); "
+                       "pass --retrain to train anew and overwrite it, or choose another path")  # fmt: skip
+        _log(f"note: --retrain: {path} was trained with other settings ({'; '.join(diffs)}); training anew", json_mode=json_mode)
         return None
     if method.kind == "pretrained":
-        from .baselines import PretrainedFeatures
+        from .baselines import PretrainedFeatures, backbone_of
         from .models import conv4_classifier
 
         classifier = conv4_classifier(state["num_classes"], tuple(state["image_shape"]))
         classifier.load_state_dict(state["state_dict"])
         classifier.to(device).eval()
-        from .baselines import backbone_of
-
-        return PretrainedFeatures(backbone_of(classifier), mode="centroid"), state
+        return PretrainedFeatures(backbone_of(classifier), mode="centroid"), None, state
     model = FewShotClassifier.load(path).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # as in _meta_train: same kernels
-    return model.predict, state
+    return model.predict, model, state
 
 
 def _save_checkpoint(path, key: dict, method: Method, model, train_set, seconds: float, steps: int) -> None:
@@ -446,6 +578,7 @@ def _save_checkpoint(path, key: dict, method: Method, model, train_set, seconds:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark described by ``argv`` (like the command line) and return the result."""
     args = build_parser().parse_args(argv)
+    _check_arguments(args)
     if args.fast:
         os.environ["MLCOURSE_FAST"] = "1"  # before any data is loaded: the loaders read it
     import mlcourse
@@ -457,40 +590,55 @@ def main(argv: list[str] | None = None) -> dict:
     settings = _train_settings(method, args, fast)
     device = get_device(args.device)
     torch.set_num_threads(args.threads or _default_threads(device))
-    progress = not (args.quiet or args.json) and sys.stderr.isatty()
+    interactive = sys.stderr.isatty()
+    progress = not (args.quiet or args.json) and interactive
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     splits = _load_data(args.data, args.size, settings["rotations"], args.json)
-    _log(str(splits), json_mode=args.json)
-    smallest = int(splits.test.class_sizes().min())
-    queries = args.queries if args.queries is not None else max(1, min(15, smallest - args.shots))
+    eval_set = splits.evaluation_set(args.split)
+    queries = _check_against_data(args, settings, method, splits, eval_set)
     episodes = args.episodes if args.episodes is not None else (100 if fast else 600)
 
-    key = {"method": args.method, "data": splits.source, "size": args.size, "mode": "fast" if fast else "full", **settings}
-    loaded = _try_checkpoint(args.checkpoint, key, method, device, args.json)
+    key = {
+        "format": CHECKPOINT_FORMAT, "method": args.method, "data": splits.source, "size": args.size,
+        "mode": "fast" if fast else "full", "train_alphabets": sorted(set(splits.train.class_groups)),
+        "train_classes": splits.train.num_classes, "model": _model_signature(method, splits, settings), **settings,
+    }  # fmt: skip
+    loaded = _try_checkpoint(args.checkpoint, key, method, device, args.retrain, args.json)
+    _log(str(splits), json_mode=args.json)
     if loaded is not None:
-        predict, state = loaded
+        predict, model, state = loaded
         train_seconds, train_cpu_seconds, from_checkpoint = 0.0, 0.0, True
         steps_done = state.get("meta_train_steps", 0)
         _log(f"loaded {args.checkpoint} (meta-trained for {state.get('meta_train_seconds', 0):.0f} s)", json_mode=args.json)
     else:
         cpu_start = time.process_time()
+        # Only the training alphabets reach meta-training: validation and test sets stay here.
         predict, model, train_seconds, steps_done = _meta_train(method, splits.train, settings, device, progress, args.json)
         train_cpu_seconds = time.process_time() - cpu_start
         _save_checkpoint(args.checkpoint, key, method, model, splits.train, train_seconds, steps_done)
         from_checkpoint = False
 
-    result = evaluate(predict, splits.test, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device, progress=progress, desc=args.method)
+    result = evaluate(predict, eval_set, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device,
+                      progress=progress, desc=f"{args.method} on {args.split}")  # fmt: skip
     out = {
         "method": args.method,
         "data": splits.source,
+        # Which alphabets were scored, and which split chose the defaults: a figure on "test"
+        # whose defaults were chosen on "test" is not a clean held-out estimate.
+        "split": args.split,
+        "defaults_selected_on": method.selected_on,
+        "train_alphabets": sorted(set(splits.train.class_groups)),
+        "eval_alphabets": sorted(set(eval_set.class_groups)),
         "ways": args.ways,
         "shots": args.shots,
         "queries": queries,
         "episodes": episodes,
         "accuracy": result.mean,
         "ci95": result.ci95,
+        # Uses the statistics of the query batch at test time (BatchNorm in batch mode).
+        "transductive": bool(getattr(model, "transductive", False)),
         "meta_train_seconds": train_seconds,
         "meta_train_steps": steps_done,  # fewer than train["steps"] when the time budget ended training
         # CPU seconds of this process (all threads): with other jobs on the machine, wall
@@ -508,6 +656,10 @@ def main(argv: list[str] | None = None) -> dict:
         "from_checkpoint": from_checkpoint,
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        # Every episode's accuracy and the episodes' fingerprint, for paired comparisons
+        # (python -m mlcourse.evaluate A.json B.json).
+        "fingerprint": result.fingerprint,
+        "episode_accuracies": result.accuracies,
     }
     if args.json:
         print(json.dumps(out))
@@ -520,9 +672,11 @@ def format_table(r: dict) -> str:
     t = r["train"]
     rows = [
         ("method", r["method"]),
-        ("data", f"{r['data']} ({r['mode']} mode)"),
+        ("data", f"{r['data']} ({r['mode']} mode), scored on {r['split']} alphabets: {', '.join(r['eval_alphabets'])}"),
         ("task", f"{r['ways']}-way {r['shots']}-shot, {r['queries']} queries per class, {r['episodes']} episodes"),
-        ("accuracy", f"{100 * r['accuracy']:.2f}% ± {100 * r['ci95']:.2f}% (95% CI)"),
+        ("accuracy", f"{100 * r['accuracy']:.2f}% ± {100 * r['ci95']:.2f}% (95% CI)"
+         + (", transductive (batch statistics of the queries)" if r["transductive"] else "")),
+        ("defaults", f"chosen on {r['defaults_selected_on']} episodes"),
         ("meta-training", f"{r['meta_train_seconds']:.1f} s" + (" (loaded checkpoint)" if r["from_checkpoint"] else "")
          + f"; {t['train_ways']}-way {t['train_shots']}-shot, {t['steps']} steps, lr {t['lr']:g}, "
          f"rotations {'on' if t['rotations'] else 'off'}, affine augmentation {t['augment']:g}"),

@@ -75,6 +75,12 @@ class FewShotClassifier(nn.Module):
 
     registry: ClassVar[dict[str, type]] = {}
     method_name: ClassVar[str] = "fewshot"
+    # True for models whose prediction for one query depends on the other queries of the
+    # batch: MAML, its relatives and Reptile use BatchNorm with the statistics of the batch at
+    # hand (no running averages), so the query batch is normalised with its own statistics.
+    # Their scores are only defined for the whole query set of an episode, so predict() never
+    # splits it into chunks.
+    transductive: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -103,8 +109,15 @@ class FewShotClassifier(nn.Module):
 
     @torch.no_grad()
     def predict(self, support_x, support_y, query_x, chunk: int = 1024) -> torch.Tensor:
-        """Logits for any number of queries, in chunks, in eval mode, on the model's device."""
+        """Logits for any number of queries, in eval mode, on the model's device.
+
+        Queries go through in chunks of ``chunk`` to bound memory, except for a
+        :attr:`transductive` model, whose outputs would change with the chunking: it sees the
+        whole query set at once.
+        """
         validate_task(support_x, support_y, query_x)
+        if self.transductive:
+            chunk = max(1, len(query_x))
         was_training = self.training
         self.eval()
         device = self.device

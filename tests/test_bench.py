@@ -10,6 +10,7 @@ import torch
 from mlcourse import bench
 from mlcourse.data.base import ImageClassDataset
 from mlcourse.data.sources import MetaSplits
+from mlcourse.fewshot import FewShotClassifier
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ def run(args: list[str]) -> dict:
 
 
 def tiny_splits(size: int = 28) -> MetaSplits:
-    """A stand-in for meta_splits(): 16 training and 8 test classes of 20 random images."""
+    """A stand-in for meta_splits(): 16 training, 6 validation and 8 test classes of 20 random images."""
     g = torch.Generator().manual_seed(0)
 
     def part(n, name):
@@ -39,7 +40,7 @@ def tiny_splits(size: int = 28) -> MetaSplits:
             name=name,
         )
 
-    return MetaSplits(part(16, "train"), part(8, "test"), "tiny", "tiny random data for tests")
+    return MetaSplits(part(16, "train"), part(6, "val"), part(8, "test"), "tiny", "tiny random data for tests")
 
 
 @pytest.fixture
@@ -83,9 +84,117 @@ def test_checkpoint_is_reused_only_when_it_matches(tiny, tmp_path, capsys):
     second = run(args)
     assert second["from_checkpoint"] and second["meta_train_seconds"] == 0
     assert second["accuracy"] == first["accuracy"]
-    third = run(args[:4] + ["3"] + args[5:])  # other steps: retrain
-    assert not third["from_checkpoint"]
-    assert "other settings" in capsys.readouterr().err
+    capsys.readouterr()
+    # Other steps: the stale checkpoint is refused, naming what differs, and left alone.
+    with pytest.raises(SystemExit) as exit_info:
+        run(args[:4] + ["3"] + args[5:])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "steps: 2 in the checkpoint, 3 now" in err and "--retrain" in err
+    assert FewShotClassifier.load(path) is not None
+    third = run(args[:4] + ["3"] + args[5:] + ["--retrain"])  # asked for: retrain and overwrite
+    assert not third["from_checkpoint"] and run(args[:4] + ["3"] + args[5:])["from_checkpoint"]
+
+
+def test_checkpoint_key_holds_model_arguments_and_format(tiny, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "maml.pt"
+    args = ["maml", "--fast", "--json", "--steps", "1", "--episodes", "2", "--checkpoint", str(path)]
+    run(args)
+    state = torch.load(path, weights_only=False)
+    key = state["bench"]
+    assert key["format"] == bench.CHECKPOINT_FORMAT and key["model"]["class"] == "MAML"
+    assert key["model"]["config"]["hidden"] == 32 and key["train_alphabets"] == ["train-alphabet0", "train-alphabet1"]
+    # A new default width (not given on the command line) makes the old file stale.
+    method = bench.METHODS["maml"]
+    wider = bench._maml_family(method.description, "MAML", inner_lr=0.4, test_inner_steps=10)
+    wider = bench.Method(**{**wider.__dict__, "build": bench._optim("MAML", hidden=48, meta_batch=16, inner_lr=0.4, test_inner_steps=10)})
+    monkeypatch.setitem(bench.METHODS, "maml", wider)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run(args)
+    assert "model.config.hidden: 32 in the checkpoint, 48 now" in capsys.readouterr().err
+    # An older format is refused too.
+    monkeypatch.setitem(bench.METHODS, "maml", method)
+    monkeypatch.setattr(bench, "CHECKPOINT_FORMAT", bench.CHECKPOINT_FORMAT + 1)
+    with pytest.raises(SystemExit):
+        run(args)
+    assert "format:" in capsys.readouterr().err
+
+
+def test_split_val_scores_validation_alphabets_and_says_so(tiny, capsys):
+    val = run(["protonet", "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3", "--split", "val"])
+    test = run(["protonet", "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3"])
+    assert val["split"] == "val" and val["eval_alphabets"] == ["val-alphabet0", "val-alphabet1"]
+    assert test["split"] == "test" and test["eval_alphabets"] == ["test-alphabet0", "test-alphabet1"]
+    assert val["train_alphabets"] == test["train_alphabets"] == ["train-alphabet0", "train-alphabet1"]
+    assert val["defaults_selected_on"] in ("val", "test") and len(val["episode_accuracies"]) == 3
+    assert val["fingerprint"] != test["fingerprint"]
+
+
+def test_meta_training_never_reads_validation_or_test_images(monkeypatch, capsys):
+    """A leak cannot be added silently: during meta-training, touching a held-out image fails."""
+    monkeypatch.setenv("MLCOURSE_FAST", "1")
+    splits = tiny_splits()
+    sealed = {"on": True}
+    for held_out in (splits.val, splits.test):
+        for attribute in ("as_float", "__getitem__", "indices_by_class", "class_sizes"):
+            original = getattr(held_out, attribute)
+
+            def guard(*a, _original=original, _name=attribute, **k):
+                if sealed["on"]:
+                    raise AssertionError(f"a held-out set was read during meta-training ({_name})")
+                return _original(*a, **k)
+
+            object.__setattr__(held_out, attribute, guard)
+    monkeypatch.setattr("mlcourse.data.sources.meta_splits", lambda source=None, size=28, rotations=False, seed=0: splits)
+    real_meta_train = bench._meta_train
+
+    def meta_train(*a, **k):
+        sealed["on"] = True
+        try:
+            return real_meta_train(*a, **k)
+        finally:
+            sealed["on"] = False
+
+    monkeypatch.setattr(bench, "_meta_train", meta_train)
+    sealed["on"] = False  # the argument checks may read class sizes before training
+    for method in ("protonet", "maml", "pretrained-centroid"):
+        extra = ["--train-ways", "3"] if method == "protonet" else []
+        out = run([method, "--fast", "--json", "--steps", "2", "--episodes", "2", *extra])
+        assert out["meta_train_steps"] >= 1 or method == "pixel-nn"
+    # and the guard really fires when training is handed a held-out set
+    sealed["on"] = True
+    with pytest.raises(AssertionError, match="held-out set was read"):
+        splits.test.as_float(torch.tensor([0]))
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["protonet", "--ways", "0"], "--ways 0"),
+    (["protonet", "--ways", "1"], "--ways 1"),
+    (["protonet", "--episodes", "-3"], "--episodes -3"),
+    (["protonet", "--shots", "100"], "--shots 100"),
+    (["protonet", "--ways", "9"], "--ways 9"),  # only 8 test classes
+    (["protonet", "--ways", "7", "--split", "val"], "--ways 7"),  # only 6 validation classes
+    (["protonet", "--queries", "30"], "--queries 30"),
+    (["protonet", "--lr", "-1"], "--lr -1"),
+    (["protonet", "--augment", "-0.5"], "--augment -0.5"),
+    (["protonet", "--steps", "0"], "--steps 0"),
+    (["protonet", "--size", "4"], "--size 4"),
+    (["protonet", "--device", "tpu"], "--device tpu"),
+    (["protonet", "--train-shots", "30"], "--train-shots 30"),
+    (["protonet", "--split", "train"], "--split"),
+    (["protonet", "--retrain"], "--retrain"),
+    (["nomethod"], "nomethod"),
+    (["maml", "--hidden", "0"], "--hidden 0"),
+])
+def test_bad_arguments_get_one_line_and_exit_2(tiny, capsys, argv, names):
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv + ["--fast", "--json"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert captured.out == "" and len(lines) == 1, captured.err
+    assert names in lines[0] and lines[0].startswith("python -m mlcourse.bench: error:")
 
 
 def test_pretrained_baseline_checkpoint(tiny, tmp_path):
@@ -117,8 +226,8 @@ def test_missing_omniglot_exits_with_a_clear_message(monkeypatch, tmp_path, caps
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # no half-written JSON
-    assert "Omniglot" in captured.err and str(empty) in captured.err
-    assert "--data glyphs" in captured.err
+    assert "Omniglot" in captured.err and "--data glyphs" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
 
 
 def test_budget_aware_schedule_follows_steps_or_time(monkeypatch):

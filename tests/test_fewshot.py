@@ -104,3 +104,23 @@ def test_recalibrate_batchnorm_is_a_no_op_without_running_stats():
 
     model = MAML(n_way=3, hidden=4)
     assert model.recalibrate_batchnorm(toy_dataset(num_classes=6, per_class=6, size=28), n_way=3, episodes=2) == 0
+
+
+def test_transductive_models_are_never_chunked():
+    """MAML-family models normalise with the query batch: chunking would change their outputs."""
+    from mlcourse.metric import ProtoNet
+    from mlcourse.optim import MAML, Reptile
+
+    torch.manual_seed(0)
+    sx, sy = torch.rand(6, 1, 28, 28), torch.arange(3).repeat_interleave(2)
+    qx = torch.rand(9, 1, 28, 28)
+    maml = MAML(n_way=3, hidden=8, test_inner_steps=1)
+    assert MAML.transductive and Reptile.transductive and not ProtoNet.transductive
+    whole = maml.predict(sx, sy, qx)
+    assert torch.allclose(maml.predict(sx, sy, qx, chunk=2), whole, atol=1e-6)
+    # ... and the reason: outside predict, the same queries in chunks of 2 score differently.
+    with torch.no_grad():
+        chunked = torch.cat([maml(sx, sy, qx[i : i + 2]) for i in range(0, 9, 2)])
+    assert not torch.allclose(chunked, whole, atol=1e-4)
+    proto = ProtoNet(hidden=8) if "hidden" in ProtoNet.__init__.__code__.co_varnames else ProtoNet()
+    assert torch.allclose(proto.predict(sx, sy, qx, chunk=2), proto.predict(sx, sy, qx), atol=1e-5)

@@ -239,6 +239,7 @@ class MAML(FewShotClassifier):
     """
 
     method_name = "maml"
+    transductive = True  # BatchNorm always uses batch statistics (see __init__)
 
     def __init__(
         self,

@@ -130,6 +130,7 @@ class Reptile(FewShotClassifier):
     """
 
     method_name = "reptile"
+    transductive = True  # BatchNorm always uses batch statistics, as in the paper's transductive setting
 
     def __init__(
         self,
