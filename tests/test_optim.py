@@ -541,6 +541,148 @@ def test_meta_training_learns_an_easy_dataset(name, blobs):
 
 
 # ---------------------------------------------------------------------------------------
+# Reptile's outer step size ε: decays from ``lr`` to ``final_step_size``
+# ---------------------------------------------------------------------------------------
+class FakeClock:
+    """A ``time`` stand-in whose clock moves only when :meth:`advance` is called."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+def spy_on_step_sizes(model, clock=None):
+    """Record the ε each outer step actually receives (advancing ``clock`` by 1 s per step)."""
+    used, original = [], model.outer_step
+
+    def spy(tasks, step_size, generator=None):
+        used.append(step_size)
+        out = original(tasks, step_size, generator)
+        if clock is not None:
+            clock.advance(1.0)
+        return out
+
+    model.outer_step = spy  # an instance attribute shadows the method meta_train calls
+    return used
+
+
+def tiny_reptile(**kw):
+    torch.manual_seed(0)
+    return Reptile(**{"n_way": 5, "image_size": 28, "hidden": 4, "inner_steps": 1, "inner_batch": None, "meta_batch": 1,
+                      "test_inner_steps": 1, "test_inner_batch": None, **kw})  # fmt: skip
+
+
+@pytest.mark.parametrize("lr,final", [(1.0, 0.0), (0.5, 0.2)])
+def test_reptile_step_size_decays_linearly_over_the_steps(blobs, lr, final):
+    model = tiny_reptile(final_step_size=final)
+    used = spy_on_step_sizes(model)
+    history = model.meta_train(blobs, k_shot=1, q_query=1, steps=10, lr=lr, seed=0, device="cpu", progress=False)
+    expected = [lr + (final - lr) * i / 10 for i in range(10)]  # ε_i = lr at step 0, then one tenth closer each step
+    assert used == pytest.approx(expected)
+    assert all(b < a for a, b in zip(used, used[1:])), used  # decreasing ...
+    assert used[0] == pytest.approx(lr) and abs(used[-1] - final) <= 0.1 * (lr - final) + 1e-12  # ... to near the end value
+    assert history["step_size"] == pytest.approx(used)  # and the log says what was used
+
+
+def test_reptile_step_size_decays_over_the_time_budget(blobs, monkeypatch):
+    """With a budget of 8 s, 1 s per outer step and far more steps allowed, the seconds set
+    the schedule: ε_i = 1 - i / 8, and training stops after 8 steps."""
+    import mlcourse.optim.reptile as reptile_module
+    import mlcourse.train as train_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(reptile_module, "time", clock)
+    monkeypatch.setattr(train_module, "time", clock)
+    model = tiny_reptile()
+    used = spy_on_step_sizes(model, clock)
+    history = model.meta_train(blobs, k_shot=1, q_query=1, steps=1000, lr=1.0, time_budget=8.0, seed=0, device="cpu", progress=False)
+    assert len(history["loss"]) == 8
+    assert used == pytest.approx([1 - i / 8 for i in range(8)])
+    assert all(b < a for a, b in zip(used, used[1:])) and used[-1] <= 0.125 + 1e-12
+
+    # whichever ends first: 4 steps within a budget of 100 s decay over the 4 steps
+    clock.now = 0.0
+    model = tiny_reptile()
+    used = spy_on_step_sizes(model, clock)
+    model.meta_train(blobs, k_shot=1, q_query=1, steps=4, lr=1.0, time_budget=100.0, seed=0, device="cpu", progress=False)
+    assert used == pytest.approx([1.0, 0.75, 0.5, 0.25])
+
+
+# ---------------------------------------------------------------------------------------
+# Prediction uses the *test* inner loop: test_inner_steps steps of test_inner_lr
+# ---------------------------------------------------------------------------------------
+def hand_adapted_logits(net, sx, sy, qx, steps, lr):
+    """An independent inner loop: ``steps`` steps of ``θ ← θ − lr ∇CE(θ)`` on the support set
+    (``lr`` a number or a dict of per-weight tensors), then the query logits."""
+    from torch.func import functional_call
+
+    theta = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for _ in range(steps):
+        theta = {n: t.requires_grad_() for n, t in theta.items()}
+        loss = F.cross_entropy(functional_call(net, theta, (sx,)), sy)
+        grads = torch.autograd.grad(loss, list(theta.values()))
+        theta = {n: (t - (lr[n] if isinstance(lr, dict) else lr) * g).detach() for (n, t), g in zip(theta.items(), grads)}
+    with torch.no_grad():
+        return functional_call(net, theta, (qx,))
+
+
+def count_net_calls(model):
+    """A forward hook on the network: one call per inner step on the support set, one for the queries."""
+    calls = []
+    net = model.net
+    net.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    return calls
+
+
+@pytest.mark.parametrize("test_steps", [1, 4])
+def test_maml_predicts_with_test_inner_steps_and_lr(test_steps):
+    torch.manual_seed(0)
+    model = MAML(n_way=5, image_size=16, hidden=4, inner_steps=2, inner_lr=0.4, test_inner_steps=test_steps, test_inner_lr=0.3)
+    sx, sy, qx, _ = (t[0] for t in image_tasks(T=1, q=3))
+    calls = count_net_calls(model)
+    logits = model.predict(sx, sy, qx)
+    assert calls == [len(sx)] * test_steps + [len(qx)]  # exactly test_inner_steps inner steps
+    expected = hand_adapted_logits(model.net, sx, sy, qx, test_steps, 0.3)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    # the training settings (2 steps of 0.4) would give other predictions
+    assert (hand_adapted_logits(model.net, sx, sy, qx, 2, 0.4) - logits).abs().max() > 1e-3
+
+
+def test_maml_test_inner_steps_change_predictions():
+    sx, sy, qx, _ = (t[0] for t in image_tasks(T=1, q=3))
+    few, many = (small(MAML, test_inner_steps=k, inner_lr=0.3).predict(sx, sy, qx) for k in (1, 10))
+    assert (few - many).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("test_steps", [1, 3])
+def test_metasgd_predicts_with_test_inner_steps_and_its_learned_rates(test_steps):
+    torch.manual_seed(0)
+    model = MetaSGD(n_way=5, image_size=16, hidden=4, inner_steps=2, lr_init=(0.05, 0.3), test_inner_steps=test_steps)
+    sx, sy, qx, _ = (t[0] for t in image_tasks(T=1, q=3))
+    calls = count_net_calls(model)
+    logits = model.predict(sx, sy, qx)
+    assert calls == [len(sx)] * test_steps + [len(qx)]
+    rates = {n: a.detach() for n, a in model.inner_lr_for(False).items()}
+    torch.testing.assert_close(logits, hand_adapted_logits(model.net, sx, sy, qx, test_steps, rates), rtol=1e-4, atol=1e-5)
+    assert (hand_adapted_logits(model.net, sx, sy, qx, 2, rates) - logits).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("test_steps", [0, 3])
+def test_reptile_predicts_with_test_inner_steps(test_steps):
+    torch.manual_seed(0)
+    model = Reptile(n_way=5, image_size=16, hidden=4, inner_steps=2, test_inner_steps=test_steps, test_inner_batch=None)
+    sx, sy, qx, _ = (t[0] for t in image_tasks(T=1, q=3))
+    calls = count_net_calls(model)
+    model.predict(sx, sy, qx)
+    assert calls == [len(sx)] * test_steps + [len(qx)]
+
+
+# ---------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------
 def test_errors_raise_value_error(blobs):
