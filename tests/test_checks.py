@@ -46,9 +46,10 @@ def test_unimplemented_says_so(check):
         check(unimplemented)
 
 
-def _sampler(remap=True, leak=False, ignore_generator=False, first_classes=False, check_size=True):
+def _sampler(remap=True, leak=False, ignore_generator=False, first_classes=False, check_size=True, global_rng=False):
     def make_episode(images, targets, n_way, k_shot, q_query, generator):
         g = torch.Generator().manual_seed(0) if ignore_generator else generator
+        g = None if global_rng else g  # draws from torch's global generator: not reproducible
         classes, counts = torch.unique(targets, return_counts=True)
         usable = classes[counts >= k_shot + q_query] if check_size else classes
         if len(usable) < n_way:
@@ -76,6 +77,9 @@ def _sampler(remap=True, leak=False, ignore_generator=False, first_classes=False
         (dict(ignore_generator=True), "classes and images vary", "draw the N classes at random"),
         (dict(first_classes=True), "classes and images vary", "only ever used classes"),
         (dict(check_size=False), "fewer than K+Q", "yet it was drawn"),
+        # The determinism case must compare two runs, not a run with itself: a sampler that
+        # ignores the generator it is given passes every other case.
+        (dict(global_rng=True), "the same generator seed gives the same episode", "seeded alike differ"),
     ],
 )
 def test_sampler_mistakes_are_named(kwargs, case, message):
