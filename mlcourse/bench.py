@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the idle cores, see _default_threads)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     return p
 
 
@@ -590,8 +590,10 @@ def main(argv: list[str] | None = None) -> dict:
     settings = _train_settings(method, args, fast)
     device = get_device(args.device)
     torch.set_num_threads(args.threads or _default_threads(device))
-    interactive = sys.stderr.isatty()
-    progress = not (args.quiet or args.json) and interactive
+    # A bar on a terminal; elsewhere (a log file, CI, --json) plain progress lines on stderr
+    # every 30 s with the step, elapsed time and loss, so a long run never looks hung.
+    interactive = sys.stderr.isatty() and not args.json
+    progress = False if args.quiet else (True if interactive else "log")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -621,7 +623,7 @@ def main(argv: list[str] | None = None) -> dict:
         from_checkpoint = False
 
     result = evaluate(predict, eval_set, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device,
-                      progress=progress, desc=f"{args.method} on {args.split}")  # fmt: skip
+                      progress=progress is True, desc=f"{args.method} on {args.split}")  # fmt: skip
     out = {
         "method": args.method,
         "data": splits.source,

@@ -316,3 +316,13 @@ def test_bn_recalibration_script(tiny, tmp_path, capsys):
     spec.loader.exec_module(module)  # imports meta_splits after the fixture replaced it
     out = module.main([str(path), "--episodes", "4", "--bn-episodes", "3", "--train-ways", "3"])
     assert set(out) == {"before", "after"} and "recalibrated" in capsys.readouterr().out
+
+
+def test_progress_lines_when_not_a_terminal_and_stdout_stays_json(tiny, capsys):
+    out = run(["protonet", "--fast", "--json", "--steps", "3", "--episodes", "2", "--train-ways", "3"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == out
+    lines = [line for line in captured.err.splitlines() if "step" in line]
+    assert lines and "3/3" in lines[-1] and "loss" in lines[-1]  # the last line reports the end
+    run(["protonet", "--fast", "--json", "--steps", "3", "--episodes", "2", "--train-ways", "3", "--quiet"])
+    assert "step" not in capsys.readouterr().err
