@@ -33,7 +33,6 @@ What happens:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -73,8 +72,14 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# The Fréchet distance needs more images per set than the feature net's 64 dimensions.
+MIN_N = 65
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from mlcourse.cli import ArgumentParser, bad_argument, check_at_least, check_positive
+
+    parser = ArgumentParser(prog="benchmarks/generative.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, choices=["auto", "omniglot", "glyphs"])
     parser.add_argument("--fast", action="store_true", help="smoke-test sizes (same as MLCOURSE_FAST=1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -87,13 +92,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gan-width", type=int, default=32)
     parser.add_argument("--gan-batch", type=int, default=32)
     parser.add_argument("--k", type=int, default=None, help="importance samples of the IWAE bound (default 100; fast 5)")
-    parser.add_argument("--n", type=int, default=None, help="images per set for FD and precision/recall (default 1000; fast 200)")
+    parser.add_argument("--n", type=int, default=None,
+                        help=f"images per set for FD and precision/recall (default 1000; fast 200; at least {MIN_N})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", default=None, help="folder for the sample PNGs (default: a new temporary folder)")
+    parser.add_argument("--log-every", type=float, default=30.0,
+                        help="seconds between progress lines on stderr when it is not a terminal (default 30)")
     args = parser.parse_args(argv)
+    # every check that needs no data, before anything is loaded or trained
+    for name in ("gan_budget", "vae_budget", "log_every"):
+        check_positive(parser, "--" + name.replace("_", "-"), getattr(args, name))
+    for name in ("gan_steps", "vae_steps", "gan_width", "gan_batch", "k", "threads"):
+        check_at_least(parser, "--" + name.replace("_", "-"), getattr(args, name), 1)
+    if args.n is not None and args.n < MIN_N:
+        bad_argument(parser, "--n", args.n, f"an integer of at least {MIN_N} (the Fréchet distance needs more images "
+                                            f"per set than the {MIN_N - 1} feature dimensions)")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        bad_argument(parser, "--out", args.out, "a folder (this is a file)")
     if args.fast:
         os.environ["MLCOURSE_FAST"] = "1"
+    # a bar on a terminal; plain lines every --log-every seconds in a log file or a pipe
+    progress = True if sys.stderr.isatty() else args.log_every
 
     from mlcourse.config import device_info, get_device, pick, seed_everything
     from mlcourse.data.sources import meta_splits
@@ -106,24 +126,29 @@ def main(argv: list[str] | None = None) -> dict:
     device = get_device()
     gan_budget = args.gan_budget if args.gan_budget is not None else pick(20.0, 360.0)
     vae_budget = args.vae_budget if args.vae_budget is not None else pick(20.0, 300.0)
-    gan_steps = args.gan_steps or pick(30, 20000)
-    vae_steps = args.vae_steps or pick(30, 20000)
-    k = args.k or pick(5, 100)
-    n = args.n or pick(200, 1000)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="mlcourse-generative-"))
-    log(device_info(device))
+    gan_steps = args.gan_steps if args.gan_steps is not None else pick(30, 20000)
+    vae_steps = args.vae_steps if args.vae_steps is not None else pick(30, 20000)
+    k = args.k if args.k is not None else pick(5, 100)
+    n = args.n if args.n is not None else pick(200, 1000)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     seed_everything(args.seed)
     splits = meta_splits(args.data, seed=args.seed)
     train, test = splits.train, splits.test
+    most = min(len(test), len(train)) // 2  # each set is half of a split
+    if n > most and (args.n is not None or most < MIN_N):  # checked before anything is written or trained
+        bad_argument(parser, "--n", n, f"at most {most} (each set is half of a split: the {splits.source} splits "
+                                       f"have {len(train)} training and {len(test)} test images)"
+                                       + (f", and at least {MIN_N}: this data is too small" if most < MIN_N else ""))
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="mlcourse-generative-"))
+    log(device_info(device))
     log(str(splits))
-    if min(len(test), len(train)) < 2 * n:
-        n = min(len(test), len(train)) // 2
+    if n > most:  # the default is more than this data holds: use what there is
+        n = most
         log(f"the splits have {len(train)} and {len(test)} images: using n = {n} per set")
 
     t0 = time.perf_counter()
-    net = feature_net(args.data, seed=args.seed).to(device)
+    net = feature_net(args.data, seed=args.seed, progress=progress).to(device)
     feature_s = time.perf_counter() - t0
     log(f"feature net: {net.description} ({feature_s:.1f} s)")
 
@@ -161,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         gan, hist = train_gan(train, loss=args.gan_loss, steps=gan_steps, time_budget=gan_budget, width=args.gan_width,
                               batch_size=args.gan_batch,
-                              seed=args.seed, device=device, snapshot_every=max(1, gan_steps // 50) if args.fast else 100)
+                              seed=args.seed, device=device, snapshot_every=max(1, gan_steps // 50) if args.fast else 100,
+                              progress=progress)
         seconds = time.perf_counter() - t0
         samples = gan.sample(n, seed=args.seed)
         score(f"GAN ({args.gan_loss})", samples)
@@ -176,7 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.only in (None, "vae"):
         t0 = time.perf_counter()
         vae, hist = train_vae(train, steps=vae_steps, time_budget=vae_budget, seed=args.seed, device=device,
-                              kl_warmup=pick(10, 500), snapshot_every=max(1, vae_steps // 50) if args.fast else 100)
+                              kl_warmup=pick(10, 500), snapshot_every=max(1, vae_steps // 50) if args.fast else 100,
+                              progress=progress)
         seconds = time.perf_counter() - t0
         samples = vae.sample(n, seed=args.seed)
         score("VAE", samples)

@@ -138,3 +138,53 @@ def test_train_vae_forwards_the_log_mode(capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert re.search(r"^VAE: step 2/2, [0-9.]+ s, loss [-0-9.e]+.*\(done\)$", err, re.M), err
+
+
+def test_generative_benchmark_json_on_stdout_progress_lines_on_stderr(monkeypatch, capsys, tmp_path):
+    """benchmarks/generative.py --json: stdout is exactly one JSON object, the training progress
+    goes to stderr as plain lines (stderr is not a terminal here). The data and the feature net
+    are small stand-ins (an untrained Conv-4): the subject is where the output goes."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from mlcourse.data.base import ImageClassDataset
+    from mlcourse.data.sources import MetaSplits
+    from mlcourse.metrics import FeatureNet
+    from mlcourse.models import Conv4
+
+    g = torch.Generator().manual_seed(0)
+
+    def part(classes, name):
+        return ImageClassDataset(torch.randint(0, 256, (20 * classes, 1, 28, 28), generator=g, dtype=torch.uint8),
+                                 torch.arange(classes).repeat_interleave(20), [f"{name}{c}" for c in range(classes)],
+                                 [f"{name}-alphabet{c % 2}" for c in range(classes)], name=name)
+
+    splits = MetaSplits(part(8, "train"), part(2, "val"), part(7, "test"), "tiny", "tiny random data")
+    monkeypatch.setattr("mlcourse.data.sources.meta_splits", lambda source=None, size=28, rotations=False, seed=0: splits)
+    forwarded = []
+
+    def untrained_feature_net(source=None, size=28, seed=0, steps=None, *, progress=True, **kwargs):
+        forwarded.append(progress)
+        torch.manual_seed(seed)
+        return FeatureNet(Conv4(in_channels=1), "untrained Conv-4 (test stand-in)")
+
+    monkeypatch.setattr("mlcourse.metrics.feature_net", untrained_feature_net)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generative.py"
+    spec = importlib.util.spec_from_file_location("generative_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        result = module.main(["--json", "--fast", "--gan-steps", "2", "--vae-steps", "2", "--gan-width", "4",
+                              "--gan-batch", "4", "--k", "1", "--n", "65", "--threads", "1", "--log-every", "0.001",
+                              "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    out, err = capsys.readouterr()
+    assert json.loads(out) == json.loads(json.dumps(result))  # stdout: the JSON and nothing else
+    assert forwarded == [0.001]
+    assert re.search(r"^GAN \(nonsaturating\): step 1/2, [0-9.]+ of [0-9.]+ s, loss ", err, re.M), err
+    assert re.search(r"^GAN \(nonsaturating\): step 2/2, .*\(done\)$", err, re.M), err
+    assert re.search(r"^VAE: step 2/2, .*\(done\)$", err, re.M), err
+    assert result["gan"]["steps"] == 2 and result["vae"]["steps"] == 2
