@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from mlcourse.cli import ArgumentParser, bad_argument, check_at_least  # noqa: E402
 from mlcourse.models import conv4_classifier  # noqa: E402
 from mlcourse.optim import meta_gradient  # noqa: E402
 
@@ -320,7 +321,8 @@ def format_table(rows, clock: str = "wall") -> str:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="benchmarks/maml_speed.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fast", action="store_true", help="seconds: 4 filters, T=2, k=1, second order, 2 queries, 2 repeats")
     p.add_argument("--meta-batch", type=int, nargs="+", default=[16, 32], help="tasks per meta-step (default 16 32)")
     p.add_argument("--inner-steps", type=int, nargs="+", default=[1, 5], help="inner SGD steps (default 1 5)")
@@ -330,7 +332,7 @@ def build_parser():
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--queries", type=int, default=15, help="queries per class (default 15)")
-    p.add_argument("--size", type=int, default=28, help="image side (default 28)")
+    p.add_argument("--size", type=int, default=28, help=f"image side (default 28, at least {MIN_SIZE})")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-memory", action="store_true", help="skip the memory probe")
@@ -341,8 +343,40 @@ def build_parser():
     return p
 
 
+# Conv-4 halves the image four times: 16 pixels is the smallest side that leaves one.
+MIN_SIZE = 16
+
+
+def parse_args(argv=None):
+    """The arguments, each checked (one line and exit status 2 for a bad one) before any timing."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, values in (("--meta-batch", args.meta_batch), ("--inner-steps", args.inner_steps)):
+        for value in values:
+            check_at_least(parser, name, value, 1)
+    for name, value, minimum in (
+        ("--hidden", args.hidden, 1), ("--ways", args.ways, 2), ("--shots", args.shots, 1),
+        ("--queries", args.queries, 1), ("--size", args.size, MIN_SIZE), ("--warmup", args.warmup, 0),
+        ("--repeats", args.repeats, 1), ("--threads", args.threads, 1),
+    ):  # fmt: skip
+        check_at_least(parser, name, value, minimum)
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        bad_argument(parser, "--device", args.device, "cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            bad_argument(parser, "--device", args.device, "cpu on this machine: CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            bad_argument(parser, "--device", args.device,
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1} (this machine has {torch.cuda.device_count()} GPUs)")
+    elif device.type != "cpu":
+        bad_argument(parser, "--device", args.device, "cpu or cuda (what this benchmark measures)")
+    return args
+
+
 def main(argv=None) -> list[dict]:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.fast:
         args.meta_batch, args.inner_steps, args.order = [2], [1], ["second"]
         args.hidden, args.queries, args.repeats, args.warmup = 4, 2, 2, 1
