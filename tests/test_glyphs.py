@@ -48,25 +48,46 @@ def test_subset_shapes_and_dtype(subset):
 
 
 def test_subset_keeps_every_alphabet(subset):
+    # Groups are the script families; class names keep the alphabet (block).
     groups = Counter(subset.class_groups)
-    assert len(groups) >= 30
-    assert set(groups) == {a.name for a in G.GLYPH_ALPHABETS}
-    assert all(n == G.SUBSET_PER_ALPHABET for n in groups.values()), groups
+    assert list(groups) == G.GLYPH_FAMILIES and len(groups) >= 15
+    blocks = Counter(name.split("/")[0] for name in subset.class_names)
+    assert set(blocks) == {a.name for a in G.GLYPH_ALPHABETS}
+    full = Counter(name for name, _ in G.select_characters(subset=False))
+    assert blocks == {b: min(full[b], G.SUBSET_PER_ALPHABET) for b in full}
     for name, group in zip(subset.class_names, subset.class_groups):
-        assert re.fullmatch(rf"{re.escape(group)}/U\+[0-9A-F]{{4,5}}", name), name
+        assert re.fullmatch(r"\w+/U\+[0-9A-F]{4,5}", name), name
+        assert G.family_of(name.split("/")[0]) == group, (name, group)
     assert len(set(subset.class_names)) == subset.num_classes
+
+
+def test_families():
+    family = {a.name: a.family for a in G.GLYPH_ALPHABETS}
+    assert len(G.GLYPH_FAMILIES) == len(set(G.GLYPH_FAMILIES)) == 17
+    assert {b for b, f in family.items() if f == "Latin"} == {
+        "Latin", "Latin_extended_B", "Latin_extended_CD", "IPA", "Math_script_upper",
+        "Math_script_lower", "Fraktur_upper", "Fraktur_lower", "Letterlike_symbols"}
+    assert sum(f == "Canadian_syllabics" for f in family.values()) == 5
+    assert {b for b, f in family.items() if f == "Greek"} == {"Greek", "Greek_archaic_Coptic", "Old_Italic"}
+    assert G.family_of("Supplemental_arrows") == "Arrows" and G.family_of("Math_symbols_B") == "Math_operators"
+    # Blocks named alike (Cyrillic_*, Georgian_*, Arabic_*) belong to one family.
+    for prefix in ("Cyrillic", "Georgian", "Arabic", "Canadian_syllabics", "Latin"):
+        assert {f for b, f in family.items() if b.startswith(prefix)} == {prefix}, prefix
 
 
 def test_full_selection_is_large_and_balanced():
     chosen = G.select_characters(subset=False)
     per_alphabet = Counter(name for name, _ in chosen)
+    per_family = Counter(G.family_of(name) for name, _ in chosen)
     assert len(chosen) >= 1000
-    assert len(per_alphabet) >= 30
+    assert len(per_alphabet) == len(G.GLYPH_ALPHABETS) >= 30
     assert max(per_alphabet.values()) <= G.MAX_PER_ALPHABET
-    assert min(per_alphabet.values()) >= G.SUBSET_PER_ALPHABET  # so the subset has 12 of each
+    assert min(per_alphabet.values()) >= 10  # a block rarely loses more to look-alikes
+    assert min(per_family.values()) >= 10 and len(per_family) == len(G.GLYPH_FAMILIES)
     assert len(set(chosen)) == len(chosen)
     # The subset is the start of each alphabet of the full selection.
     assert set(G.select_characters(subset=True)) <= set(chosen)
+    assert G.select_characters(subset=False) == G._select_all()  # and the choice is deterministic
 
 
 def test_only_code_points_the_fonts_have():
@@ -107,9 +128,15 @@ def test_drawers_differ_but_stay_recognisable(subset):
 def test_no_lookalikes_among_base_renders():
     base = G.render_base_glyphs(subset=False)
     features = G._shape_features(base.images)
-    similarity = features @ features.T
-    similarity.fill_diagonal_(-1)
-    assert similarity.max() <= G.DEDUP_MAX_COSINE + 1e-4
+    upright = features @ features.T
+    upright.fill_diagonal_(-1)
+    assert upright.max() <= G.DEDUP_MAX_COSINE + 1e-4
+    # Across families, no rotation or reflection of one character looks like another.
+    turned = G._dihedral_similarity(features, features)
+    groups = base.class_groups
+    same_family = torch.tensor([[a == b for b in groups] for a in groups])
+    assert turned[~same_family].max() <= G.DEDUP_MAX_COSINE + 1e-4
+    assert turned[same_family].max() > G.DEDUP_MAX_COSINE  # rotated siblings within a family stay
     chosen = set(G.select_characters(subset=False))
     # Latin A, Greek Alpha and Cyrillic A are one shape: only Latin (listed first) keeps it.
     assert ("Latin", ord("A")) in chosen
@@ -117,6 +144,41 @@ def test_no_lookalikes_among_base_renders():
     assert ("Cyrillic", 0x0430) not in chosen and ("Cyrillic", 0x043E) not in chosen  # a, o
     # l and I are the same bar once scaled to fill the box.
     assert not {("Latin", ord("l")), ("Latin", ord("I"))} <= chosen
+    # Turned or mirrored copies of an earlier family's character are gone: Cyrillic Я is a
+    # mirrored R, the subset sign ⊂ a turned U, Cyrillic komi Ԁ a mirrored P.
+    assert ("Latin", ord("R")) in chosen and ("Cyrillic", 0x042F) not in chosen
+    assert ("Latin", ord("U")) in chosen and ("Math_operators", 0x2282) not in chosen
+    assert ("Latin", ord("P")) in chosen and ("Cyrillic_supplement", 0x0500) not in chosen
+    # Within a family they stay: Latin C and Ɔ (Latin Extended-B), the Canadian syllabics ᐅ
+    # and ᐊ (one sign pointing right and left).
+    assert {("Latin", ord("C")), ("Latin_extended_B", 0x0186)} <= chosen
+    assert {("Canadian_syllabics_A", 0x1405), ("Canadian_syllabics_A", 0x140A)} <= chosen
+
+
+def test_leak_similarity_sees_what_an_upright_check_misses():
+    # Ɔ is C turned by 180 degrees, Ǝ is E mirrored: the upright cosine is far below the
+    # threshold (the old filter's blind spot), the measure over rotations and reflections above.
+    for train, held_out in (("Latin/U+0043", "Latin_extended_B/U+0186"), ("Latin/U+0045", "Latin_extended_B/U+018E"),
+                            ("Canadian_syllabics_A/U+1405", "Canadian_syllabics_A/U+140A")):
+        upright = G.leak_similarity([train], [held_out], dihedral=False)
+        assert upright.similarity < 0.7, (train, held_out, upright)
+        closest = G.leak_similarity([train], [held_out])
+        assert closest.similarity > G.DEDUP_MAX_COSINE, (train, held_out, closest)
+        assert (closest.train_class, closest.held_out_class) == (train, held_out)
+    # Rotated class names (as with_rotations makes them) are rendered rotated.
+    assert G.leak_similarity(["Latin/U+0043/rot180"], ["Latin_extended_B/U+0186"], dihedral=False).similarity > 0.9
+    assert G.leak_similarity(["Latin/U+0043/rot0"], ["Latin/U+0043"], dihedral=False).similarity > 0.999
+    # The closest pair is found among many; the measure is symmetric.
+    best = G.leak_similarity(["Latin/U+0041", "Latin/U+0043", "Latin/U+0058"], ["Greek/U+03A9", "Latin_extended_B/U+0186"])
+    assert best.train_class == "Latin/U+0043" and best.held_out_class == "Latin_extended_B/U+0186"
+    back = G.leak_similarity(["Latin_extended_B/U+0186"], ["Latin/U+0043"])
+    assert back.similarity == pytest.approx(best.similarity, abs=1e-5)
+    with pytest.raises(ValueError):
+        G.leak_similarity([], ["Latin/U+0043"])
+    with pytest.raises(ValueError):
+        G.leak_similarity(["Klingon/U+0043"], ["Latin/U+0043"])
+    with pytest.raises(ValueError):
+        G.leak_similarity(["Latin/U+0043/flip"], ["Latin/U+0043"])
 
 
 # -- determinism, seeds, sizes -----------------------------------------------------------------
@@ -242,8 +304,10 @@ def test_subset_none_follows_fast_mode(monkeypatch):
 # -- the full build ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_full_build(subset):
-    full = G.build_glyphs(size=28, seed=0, subset=False)
-    assert full.num_classes >= 1000 and len(full.groups) >= 30
+    # Through the session's private cache, which tests/test_splits.py then reuses.
+    full = G.load_glyphs(size=28, seed=0, subset=False)
+    assert full.num_classes >= 1000 and full.groups == G.GLYPH_FAMILIES
+    assert len({name.split("/")[0] for name in full.class_names}) == len(G.GLYPH_ALPHABETS)
     assert (full.class_sizes() == 20).all()
     assert full.images.shape == (20 * full.num_classes, 1, 28, 28)
     # The subset shows exactly the drawings of the same characters in the full set.

@@ -7,17 +7,21 @@ Omniglot (Lake et al., 2015) is *the* few-shot benchmark: 1,623 handwritten char
 course that must run on a laptop with no network needs a stand-in with the same *structure*:
 
 * many **classes** (characters) with few examples each -- here 20, like Omniglot;
-* classes grouped into **alphabets**, so that meta-training and meta-testing can use
+* classes grouped into **alphabets** (here: script families), so that meta-training and meta-testing can use
   disjoint alphabets and the test characters are truly new;
 * examples that differ the way handwriting differs: the same character, drawn by
   different hands, wobbly, slanted, thicker or thinner.
 
 How it is made
 --------------
-1. **Characters.** Every alphabet in :data:`GLYPH_ALPHABETS` is a Unicode script or block
-   (Latin, Greek, Cyrillic, Armenian, Georgian, Hebrew, Arabic, N'Ko, Lao, Tifinagh, Canadian
-   syllabics, Ogham, math fraktur, arrows ...) paired with a font from
-   ``matplotlib.get_data_path()/fonts/ttf`` that really contains it. We keep only code
+1. **Characters.** Every alphabet in :data:`GLYPH_ALPHABETS` is a Unicode block (or part of
+   one: Latin Extended-B, IPA, Cyrillic supplement, Canadian syllabics, math fraktur, arrows
+   ...) paired with a font from ``matplotlib.get_data_path()/fonts/ttf`` that really contains
+   it, and belongs to a **script family** (:data:`GLYPH_FAMILIES`: Latin, Greek, Cyrillic,
+   Armenian, Georgian, Hebrew, Arabic, N'Ko, Lao, Tifinagh, Canadian syllabics, Ogham, and
+   five kinds of symbols). The families are the dataset's groups, the "alphabets" that
+   meta-training and meta-testing keep apart: the IPA is no new alphabet to a model trained
+   on Latin. Class names keep the block (``"Latin_extended_B/U+0180"``). We keep only code
    points whose glyph exists in the font, renders to something visible, is not a tiny mark
    (a dot, an accent) and is not a solid blob (Omniglot characters are pen strokes).
 2. **Base renders.** Each character is drawn once, cleanly, with FreeType (matplotlib's
@@ -27,12 +31,14 @@ How it is made
    strokes are redrawn to one width (:func:`normalize_strokes`): a hand holds one pen, while
    fonts mix hairlines and heavy stems.
 3. **No look-alikes.** Latin ``A``, Greek ``Alpha`` and Cyrillic ``A`` are the same shape; so are
-   ``l``, ``I`` and ``|`` once scaled to fill the box. If one of them sat in a training
-   alphabet and another in a held-out alphabet, "generalising to a new alphabet" would be
-   a lie. We compare the clean renders at 28x28 (cosine similarity) and keep only the
-   *first* occurrence of each shape (alphabets are listed in a fixed order, so the result is
-   deterministic). Each
-   alphabet is capped at :data:`MAX_PER_ALPHABET` characters so that no script dominates.
+   ``l``, ``I`` and ``|`` once scaled to fill the box, and so are ``C`` turned upside down and
+   ``Ɔ``. If one of them sat in a training family and another in a held-out family,
+   "generalising to a new alphabet" would be a lie. We compare the clean renders at 28x28
+   (cosine similarity; across families also turned by 90, 180, 270 degrees and mirrored, as
+   training turns its classes) and keep only the *first* occurrence of each shape (alphabets
+   are listed in a fixed order, so the result is deterministic); see
+   :func:`select_characters`. Each alphabet is capped at :data:`MAX_PER_ALPHABET` characters
+   so that no block dominates.
 4. **Drawers.** Each character gets :data:`NUM_DRAWERS` variants. Variant ``d`` is drawn by
    "drawer" ``d``, who has a personal *style* shared by every character they draw (a slant,
    a pen thickness, a size, a shaky or steady hand), plus per-drawing randomness: a small
@@ -52,7 +58,7 @@ Typical use::
 
     from mlcourse.data.glyphs import load_glyphs
     glyphs = load_glyphs()            # built once (~12 s of CPU), then read from the cache
-    print(glyphs)                     # ImageClassDataset('glyphs': ... classes in ... groups)
+    print(glyphs)                     # ImageClassDataset('glyphs': ... classes in 17 groups)
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -75,7 +82,11 @@ from .base import ImageClassDataset
 
 __all__ = [
     "GLYPH_ALPHABETS",
+    "GLYPH_FAMILIES",
     "GlyphAlphabet",
+    "Lookalike",
+    "family_of",
+    "leak_similarity",
     "BaseGlyphs",
     "DrawerStyles",
     "font_path",
@@ -92,7 +103,7 @@ __all__ = [
 ]
 
 # Bump when anything below changes the images, so that old cache files are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: look-alikes across families compared turned and mirrored; groups are families
 
 NUM_DRAWERS = 20  # examples per character, as in Omniglot
 MAX_PER_ALPHABET = 55  # Omniglot's largest alphabet (Tifinagh) has 55 characters
@@ -119,8 +130,12 @@ DEDUP_MAX_COSINE = 0.82  # renders more similar than this count as the same shap
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GlyphAlphabet:
-    """One alphabet of the dataset: a name, a font file and the code points it draws from.
+    """One alphabet of the dataset: a name, a script family, a font file and its code points.
 
+    ``name`` is a Unicode block (or part of one) and names the classes (``"IPA/U+0250"``);
+    ``family`` is the script family it belongs to, the dataset's *group*: meta-training and
+    meta-testing split whole families, never the blocks of one family (see the comment above
+    :data:`GLYPH_ALPHABETS`).
     ``ranges`` are inclusive ``(first, last)`` code-point pairs. ``kind`` says which Unicode
     general categories count as characters: ``"letters"`` keeps letters (``L*`` except
     modifier letters), ``"symbols"`` keeps symbols and "other numbers" (``S*``, ``No``).
@@ -129,6 +144,7 @@ class GlyphAlphabet:
     """
 
     name: str
+    family: str
     font: str
     ranges: tuple[tuple[int, int], ...]
     kind: str = "letters"
@@ -142,68 +158,92 @@ SANS = "DejaVuSans.ttf"  # the widest coverage of scripts, uniform stroke width
 STIX = "STIXGeneral.ttf"  # the mathematical alphabets (script, fraktur) and extra symbols
 
 
-def _alphabet(name, font, *ranges, kind="letters", names=()) -> GlyphAlphabet:
-    return GlyphAlphabet(name, font, tuple(ranges), kind, tuple(names))
+def _alphabet(name, family, font, *ranges, kind="letters", names=()) -> GlyphAlphabet:
+    return GlyphAlphabet(name, family, font, tuple(ranges), kind, tuple(names))
 
 
 # The order matters: when two alphabets contain the same shape, the earlier one keeps it.
 # Everyday scripts come first so that, e.g., the letter "A" belongs to Latin, not Greek.
 # Big Unicode blocks are split in several alphabets (each capped at MAX_PER_ALPHABET).
+#
+# Families (the second field) are what the splits keep together. A block is no alphabet of
+# its own: Latin Extended and the IPA are Latin letters with hooks, bars and turns, so a model
+# meta-trained on Latin and tested on IPA has seen the test "alphabet" already. Our choices:
+# * Latin: the Latin blocks, the IPA, the bold math script and fraktur alphabets (Latin
+#   letters in other styles) and the Letterlike symbols (mostly styled or turned Latin
+#   letters: the script l, the turned F and G ...);
+# * Greek: Greek, archaic Greek with Coptic, and Old Italic (the Etruscan-family alphabets,
+#   taken from Western Greek; many letters are Greek ones mirrored, written right to left);
+# * Cyrillic, Georgian, Arabic (with its positional forms), the Canadian syllabics: all their
+#   blocks together; Armenian, Hebrew, N'Ko, Tifinagh, Lao and Ogham: one block each;
+# * the symbol blocks by kind: arrows (both blocks), mathematical operators (the operators,
+#   miscellaneous symbols B, supplemental operators), and astrological, technical and
+#   geometric symbols on their own.
 GLYPH_ALPHABETS: list[GlyphAlphabet] = [
     # --- European scripts ---------------------------------------------------------------
-    _alphabet("Latin", SANS, (0x0041, 0x005A), (0x0061, 0x007A)),
-    _alphabet("Latin_extended_B", SANS, (0x0180, 0x024F)),
-    _alphabet("Latin_extended_CD", SANS, (0x2C60, 0x2C7F), (0xA720, 0xA7FF)),
-    _alphabet("IPA", SANS, (0x0250, 0x02AF)),
-    _alphabet("Greek", SANS, (0x0391, 0x03A9), (0x03B1, 0x03C9)),
-    _alphabet("Greek_archaic_Coptic", SANS, (0x0370, 0x0377), (0x03CF, 0x03FF)),
-    _alphabet("Cyrillic", SANS, (0x0410, 0x044F)),
-    _alphabet("Cyrillic_historic", SANS, (0x0460, 0x0489), (0xA640, 0xA69F)),
-    _alphabet("Cyrillic_supplement", SANS, (0x0400, 0x040F), (0x0450, 0x045F), (0x048A, 0x052F)),
-    _alphabet("Old_Italic", SANS, (0x10300, 0x1031F)),
-    _alphabet("Ogham", SANS, (0x1681, 0x169A)),
+    _alphabet("Latin", "Latin", SANS, (0x0041, 0x005A), (0x0061, 0x007A)),
+    _alphabet("Latin_extended_B", "Latin", SANS, (0x0180, 0x024F)),
+    _alphabet("Latin_extended_CD", "Latin", SANS, (0x2C60, 0x2C7F), (0xA720, 0xA7FF)),
+    _alphabet("IPA", "Latin", SANS, (0x0250, 0x02AF)),
+    _alphabet("Greek", "Greek", SANS, (0x0391, 0x03A9), (0x03B1, 0x03C9)),
+    _alphabet("Greek_archaic_Coptic", "Greek", SANS, (0x0370, 0x0377), (0x03CF, 0x03FF)),
+    _alphabet("Cyrillic", "Cyrillic", SANS, (0x0410, 0x044F)),
+    _alphabet("Cyrillic_historic", "Cyrillic", SANS, (0x0460, 0x0489), (0xA640, 0xA69F)),
+    _alphabet("Cyrillic_supplement", "Cyrillic", SANS, (0x0400, 0x040F), (0x0450, 0x045F), (0x048A, 0x052F)),
+    _alphabet("Old_Italic", "Greek", SANS, (0x10300, 0x1031F)),
+    _alphabet("Ogham", "Ogham", SANS, (0x1681, 0x169A)),
     # --- Caucasus and Middle East --------------------------------------------------------
-    _alphabet("Armenian", SANS, (0x0531, 0x0556), (0x0561, 0x0587)),
-    _alphabet("Georgian_Mkhedruli", SANS, (0x10D0, 0x10FA)),
-    _alphabet("Georgian_Asomtavruli", SANS, (0x10A0, 0x10C5)),
-    _alphabet("Georgian_Nuskhuri", SANS, (0x2D00, 0x2D25)),
-    _alphabet("Hebrew", SANS, (0x05D0, 0x05F2)),
-    _alphabet("Arabic", SANS, (0x0620, 0x064A)),
-    _alphabet("Arabic_extended", SANS, (0x066E, 0x06FF)),
+    _alphabet("Armenian", "Armenian", SANS, (0x0531, 0x0556), (0x0561, 0x0587)),
+    _alphabet("Georgian_Mkhedruli", "Georgian", SANS, (0x10D0, 0x10FA)),
+    _alphabet("Georgian_Asomtavruli", "Georgian", SANS, (0x10A0, 0x10C5)),
+    _alphabet("Georgian_Nuskhuri", "Georgian", SANS, (0x2D00, 0x2D25)),
+    _alphabet("Hebrew", "Hebrew", SANS, (0x05D0, 0x05F2)),
+    _alphabet("Arabic", "Arabic", SANS, (0x0620, 0x064A)),
+    _alphabet("Arabic_extended", "Arabic", SANS, (0x066E, 0x06FF)),
     # Arabic letters change shape with their position in a word; the isolated forms
     # duplicate the plain letters above, the others are new shapes.
-    _alphabet("Arabic_initial_medial_forms", SANS, (0xFE80, 0xFEFC), names=("INITIAL", "MEDIAL")),
-    _alphabet("Arabic_final_forms", SANS, (0xFE80, 0xFEFC), names=("FINAL",)),
+    _alphabet("Arabic_initial_medial_forms", "Arabic", SANS, (0xFE80, 0xFEFC), names=("INITIAL", "MEDIAL")),
+    _alphabet("Arabic_final_forms", "Arabic", SANS, (0xFE80, 0xFEFC), names=("FINAL",)),
     # --- Africa, Asia, the Americas ---------------------------------------------------------
-    _alphabet("NKo", SANS, (0x07CA, 0x07EA)),
-    _alphabet("Tifinagh", SANS, (0x2D30, 0x2D67)),
-    _alphabet("Lao", SANS, (0x0E81, 0x0EC4)),
+    _alphabet("NKo", "NKo", SANS, (0x07CA, 0x07EA)),
+    _alphabet("Tifinagh", "Tifinagh", SANS, (0x2D30, 0x2D67)),
+    _alphabet("Lao", "Lao", SANS, (0x0E81, 0x0EC4)),
     # The syllabics of Cree, Ojibwe, Inuktitut, Carrier, Blackfoot ... share one block.
-    _alphabet("Canadian_syllabics_A", SANS, (0x1401, 0x145F)),
-    _alphabet("Canadian_syllabics_B", SANS, (0x1460, 0x14BF)),
-    _alphabet("Canadian_syllabics_C", SANS, (0x14C0, 0x151F)),
-    _alphabet("Canadian_syllabics_D", SANS, (0x1520, 0x157F)),
-    _alphabet("Canadian_syllabics_E", SANS, (0x1580, 0x167F)),
+    _alphabet("Canadian_syllabics_A", "Canadian_syllabics", SANS, (0x1401, 0x145F)),
+    _alphabet("Canadian_syllabics_B", "Canadian_syllabics", SANS, (0x1460, 0x14BF)),
+    _alphabet("Canadian_syllabics_C", "Canadian_syllabics", SANS, (0x14C0, 0x151F)),
+    _alphabet("Canadian_syllabics_D", "Canadian_syllabics", SANS, (0x1520, 0x157F)),
+    _alphabet("Canadian_syllabics_E", "Canadian_syllabics", SANS, (0x1580, 0x167F)),
     # --- mathematical alphabets (STIX has them all) -----------------------------------------
     # We use the *bold* script and fraktur code points: unlike the regular ones they have no
     # holes (regular script B lives in the Letterlike block) and their strokes are sturdier.
-    _alphabet("Math_script_upper", STIX, (0x1D4D0, 0x1D4E9)),
-    _alphabet("Math_script_lower", STIX, (0x1D4EA, 0x1D503)),
-    _alphabet("Fraktur_upper", STIX, (0x1D56C, 0x1D585)),
-    _alphabet("Fraktur_lower", STIX, (0x1D586, 0x1D59F)),
+    _alphabet("Math_script_upper", "Latin", STIX, (0x1D4D0, 0x1D4E9)),
+    _alphabet("Math_script_lower", "Latin", STIX, (0x1D4EA, 0x1D503)),
+    _alphabet("Fraktur_upper", "Latin", STIX, (0x1D56C, 0x1D585)),
+    _alphabet("Fraktur_lower", "Latin", STIX, (0x1D586, 0x1D59F)),
     # (Double-struck letters are left out: once their thin double lines are redrawn with a
     # pen of normal width they merge into bold copies of the Latin letters.)
     # --- symbol blocks ------------------------------------------------------------------------
-    _alphabet("Astrological_symbols", SANS, (0x2609, 0x2653), (0x26A2, 0x26B8), kind="symbols"),
-    _alphabet("Letterlike_symbols", SANS, (0x2100, 0x214F), kind="symbols"),
-    _alphabet("Arrows", SANS, (0x2190, 0x21FF), kind="symbols"),
-    _alphabet("Supplemental_arrows", STIX, (0x27F0, 0x27FF), (0x2900, 0x297F), kind="symbols"),
-    _alphabet("Math_operators", SANS, (0x2200, 0x22FF), kind="symbols"),
-    _alphabet("Math_symbols_B", STIX, (0x2980, 0x29FF), kind="symbols"),
-    _alphabet("Supplemental_math_operators", STIX, (0x2A00, 0x2AFF), kind="symbols"),
-    _alphabet("Technical_symbols", SANS, (0x2300, 0x23FF), kind="symbols"),
-    _alphabet("Geometric_shapes", SANS, (0x25A0, 0x25FF), (0x2B00, 0x2BFF), kind="symbols"),
+    _alphabet("Astrological_symbols", "Astrological_symbols", SANS, (0x2609, 0x2653), (0x26A2, 0x26B8), kind="symbols"),
+    _alphabet("Letterlike_symbols", "Latin", SANS, (0x2100, 0x214F), kind="symbols"),
+    _alphabet("Arrows", "Arrows", SANS, (0x2190, 0x21FF), kind="symbols"),
+    _alphabet("Supplemental_arrows", "Arrows", STIX, (0x27F0, 0x27FF), (0x2900, 0x297F), kind="symbols"),
+    _alphabet("Math_operators", "Math_operators", SANS, (0x2200, 0x22FF), kind="symbols"),
+    _alphabet("Math_symbols_B", "Math_operators", STIX, (0x2980, 0x29FF), kind="symbols"),
+    _alphabet("Supplemental_math_operators", "Math_operators", STIX, (0x2A00, 0x2AFF), kind="symbols"),
+    _alphabet("Technical_symbols", "Technical_symbols", SANS, (0x2300, 0x23FF), kind="symbols"),
+    _alphabet("Geometric_shapes", "Geometric_shapes", SANS, (0x25A0, 0x25FF), (0x2B00, 0x2BFF), kind="symbols"),
 ]
+
+# The script families in order of first appearance: the groups of the dataset.
+GLYPH_FAMILIES: list[str] = list(dict.fromkeys(a.family for a in GLYPH_ALPHABETS))
+_FAMILY_OF = {a.name: a.family for a in GLYPH_ALPHABETS}
+
+
+def family_of(alphabet: str) -> str:
+    """The script family of an alphabet (a block name such as ``"IPA"`` -> ``"Latin"``)."""
+    return _FAMILY_OF[alphabet]
+
 
 _CATEGORIES = {
     # Modifier letters (Lm) are mostly small copies of other letters; leave them out.
@@ -452,20 +492,60 @@ def _shape_features(images: torch.Tensor) -> torch.Tensor:
     return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
+def _dihedral(maps: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 images of ``[..., H, W]`` square maps under the symmetries of the square: the
+    rotations by 0, 90, 180 and 270 degrees (as :func:`~mlcourse.data.base.with_rotations`
+    turns them), then the same of the mirror image. The identity comes first."""
+    return [torch.rot90(m, k, dims=(-2, -1)) for m in (maps, maps.flip(-1)) for k in range(4)]
+
+
+def _dihedral_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[n, m]``: the highest cosine similarity of shape ``a[i]`` with any rotation or
+    reflection of shape ``b[j]`` (unit vectors of :func:`_shape_features`).
+
+    Rotating and mirroring permute pixels, so they keep the vectors' length, and area
+    downsampling commutes with them: transforming the 28x28 features is transforming the
+    render. As the 8 symmetries form a group, the measure is symmetric in ``a`` and ``b``.
+    """
+    maps = b.view(len(b), DEDUP_SIZE, DEDUP_SIZE)
+    best = None
+    for turned in _dihedral(maps):
+        s = a @ turned.reshape(len(b), -1).T
+        best = s if best is None else torch.maximum(best, s)
+    return best
+
+
 def select_characters(subset: bool = False) -> tuple[tuple[str, int], ...]:
     """The characters of the dataset as ``(alphabet name, code point)`` pairs, in class order.
 
     Cheap (a few seconds: every candidate is drawn once, no drawers) and cached for the
     process. The choice does not depend on the output size or the seed, so every build has
     the same classes; the subset is the first :data:`SUBSET_PER_ALPHABET` characters of each
-    alphabet of the full selection.
+    alphabet of the full selection (all of them where an alphabet has fewer).
 
-    Look-alikes: a candidate is rejected when the cosine similarity of its 28x28 render with
-    a character already accepted (in its own alphabet or an earlier one) exceeds
-    :data:`DEDUP_MAX_COSINE`. Going through the alphabets in the order of
-    :data:`GLYPH_ALPHABETS` means "keep the first occurrence". The threshold errs on the
-    strict side: losing a distinct but similar character (A vs Λ) costs little, keeping a
-    duplicate would leak test characters into training.
+    Look-alikes: a candidate is rejected when its similarity to a character already accepted
+    (in its own alphabet or an earlier one) exceeds :data:`DEDUP_MAX_COSINE`. Going through
+    the alphabets in the order of :data:`GLYPH_ALPHABETS` means "keep the first occurrence".
+    The threshold errs on the strict side: losing a distinct but similar character (A vs Λ)
+    costs little, keeping a duplicate would leak test characters into training.
+
+    The similarity is the cosine of the 28x28 renders, but which renders depends on the pair:
+
+    * **across script families** (which the splits may put on opposite sides), the highest
+      cosine over the 8 symmetries of the square: the rotations by 0, 90, 180 and 270 degrees
+      and their mirror images. Training adds the rotated copies of its characters as classes
+      of their own (``meta_splits(rotations=True)``), so a test ``Ɔ`` is not new when a
+      training ``C`` turned by 180 degrees is a class (an upright-only filter let about a
+      quarter of the held-out characters through this way). Reflections are not used in
+      training today, but a mirror image is no new character either (Cyrillic ``Я`` vs ``R``,
+      Old Italic letters are mirrored Greek ones), and a flip augmentation added later must
+      not reopen the leak; the full group costs 8 matrix products, a few seconds.
+    * **within a family**, the upright cosine only: some scripts are built from turned copies
+      of one shape (the Canadian syllabics ``ᐁ ᐃ ᐅ ᐊ`` are one sign pointing four ways, the
+      vowel they write), and those are distinct characters of the script. A family is never
+      split, so its rotated siblings cannot leak from training into a test.
+
+    :func:`leak_similarity` measures a split the same way.
     """
     full = _select_all()
     if not subset:
@@ -490,27 +570,94 @@ def _select_all() -> tuple[tuple[str, int], ...]:
                 owner.append(a)
                 candidates.append((alphabet.font, cp))
     images, rendered = _render_clean(candidates, CANVAS)
-    usable = _usable(images, rendered)
-    features = _shape_features(images)
-    similarity = (features @ features.T).numpy()  # [candidates, candidates]
+    usable = _usable(images, rendered).numpy()
+    index = np.flatnonzero(usable)  # compare only the usable candidates
+    owner_np = np.asarray(owner)[index]
+    features = _shape_features(images[index])
+    # Which similarity counts: within a family the upright one, across families the highest
+    # over all rotations and reflections (see select_characters for why).
+    family = np.asarray([GLYPH_FAMILIES.index(GLYPH_ALPHABETS[a].family) for a in owner_np])
+    same_family = torch.from_numpy(family[:, None] == family[None, :])
+    upright = features @ features.T
+    similarity = torch.where(same_family, upright, _dihedral_similarity(features, features)).numpy()
 
-    owner_np, usable_np = np.asarray(owner), np.asarray(usable)
     chosen: list[tuple[str, int]] = []
     # closest[j]: the highest similarity of candidate j to any character accepted so far.
-    closest = np.full(len(candidates), -1.0, dtype=np.float32)
+    closest = np.full(len(index), -1.0, dtype=np.float32)
     for a, alphabet in enumerate(GLYPH_ALPHABETS):
-        mine = np.flatnonzero((owner_np == a) & usable_np)
+        mine = np.flatnonzero(owner_np == a)
         kept: list[int] = []
         for i in mine[_spread_order(len(mine), MAX_PER_ALPHABET)]:
             if len(kept) == MAX_PER_ALPHABET:
                 break
             if closest[i] > DEDUP_MAX_COSINE:
-                continue  # this shape is already in the dataset
+                continue  # this shape (or a turned or mirrored copy) is already in the dataset
             np.maximum(closest, similarity[i], out=closest)
             kept.append(int(i))
         kept.sort()  # list each alphabet in code-point order
-        chosen += [(alphabet.name, candidates[i][1]) for i in kept]
+        chosen += [(alphabet.name, candidates[index[i]][1]) for i in kept]
     return tuple(chosen)
+
+
+class Lookalike(NamedTuple):
+    """The closest pair found by :func:`leak_similarity`."""
+
+    similarity: float
+    train_class: str
+    held_out_class: str
+
+
+def _parse_class_name(name: str) -> tuple[str, int, int]:
+    """``"Latin/U+0043"`` -> ``("Latin", 0x43, 0)``; ``"Latin/U+0043/rot90"`` -> ``(..., 1)``."""
+    parts = name.split("/")
+    if len(parts) not in (2, 3) or parts[0] not in _FAMILY_OF or not parts[1].startswith("U+"):
+        raise ValueError(f"not a glyph class name: {name!r} (expected like 'Latin/U+0043')")
+    turns = 0
+    if len(parts) == 3:
+        if not parts[2].startswith("rot") or parts[2][3:] not in ("0", "90", "180", "270"):
+            raise ValueError(f"not a glyph class name: {name!r} (unknown suffix {parts[2]!r})")
+        turns = int(parts[2][3:]) // 90
+    return parts[0], int(parts[1][2:], 16), turns
+
+
+def _class_features(names) -> torch.Tensor:
+    """The look-alike filter's shape vectors of the named classes (rotated as their names say)."""
+    fonts = {alphabet.name: alphabet.font for alphabet in GLYPH_ALPHABETS}
+    parsed = [_parse_class_name(name) for name in names]
+    characters = list(dict.fromkeys((fonts[block], cp) for block, cp, _ in parsed))  # render each once
+    images, rendered = _render_clean(characters, CANVAS)
+    if not rendered.all():
+        bad = [f"U+{cp:04X}" for (_, cp), ok in zip(characters, rendered.tolist()) if not ok]
+        raise ValueError(f"glyph characters {bad[:5]} do not render")
+    row = {character: i for i, character in enumerate(characters)}
+    maps = _shape_features(images).view(-1, DEDUP_SIZE, DEDUP_SIZE)
+    turned = [torch.rot90(maps[row[fonts[block], cp]], turns, dims=(0, 1)) for block, cp, turns in parsed]
+    return torch.stack(turned).flatten(1)
+
+
+def leak_similarity(train_names, held_out_names, dihedral: bool = True) -> Lookalike:
+    """How close the held-out characters come to the training ones: the most similar pair.
+
+    The measure is the look-alike filter's (cosine similarity of the clean 28x28 renders, see
+    :func:`select_characters`); a split leaks when it exceeds :data:`DEDUP_MAX_COSINE`.
+    Names are class names such as ``"Latin/U+0043"``, or ``"Latin/U+0043/rot90"`` for the
+    rotated copies that :func:`~mlcourse.data.base.with_rotations` adds (rendered rotated).
+
+    ``dihedral=True`` compares every held-out character with every rotation and reflection of
+    every training character: the training classes *as used in training*, where rotated
+    copies are classes of their own and augmentation turns images further. ``dihedral=False``
+    compares the characters as named, upright: the check the filter made before
+    ``FORMAT_VERSION`` 2, blind to a test ``Ɔ`` whose rotated training twin is ``C``.
+    """
+    train_names, held_out_names = list(train_names), list(held_out_names)
+    if not train_names or not held_out_names:
+        raise ValueError("leak_similarity: needs at least one training and one held-out class")
+    train = _class_features(train_names)
+    held_out = _class_features(held_out_names)
+    similarity = _dihedral_similarity(held_out, train) if dihedral else held_out @ train.T
+    best = int(similarity.argmax())
+    i, j = divmod(best, len(train_names))
+    return Lookalike(float(similarity[i, j]), train_names[j], held_out_names[i])
 
 
 # ---------------------------------------------------------------------------------------
@@ -521,8 +668,9 @@ class BaseGlyphs:
     """Clean renders of the chosen characters, before any drawer touches them.
 
     ``images`` is ``float [N, 1, canvas, canvas]`` in [0, 1] with strokes
-    :data:`PEN_WIDTH` wide (at 64x64); ``class_names[i]`` is like ``"Greek/U+03A3"``,
-    ``class_groups[i]`` the alphabet, ``fonts[i]`` the font file, ``code_points[i]`` the character.
+    :data:`PEN_WIDTH` wide (at 64x64); ``class_names[i]`` is like ``"Greek/U+03A3"`` (its
+    alphabet, i.e. block, and code point), ``class_groups[i]`` the script family
+    (:func:`family_of`), ``fonts[i]`` the font file, ``code_points[i]`` the character.
     """
 
     images: torch.Tensor
@@ -550,7 +698,7 @@ def render_base_glyphs(canvas: int = CANVAS, subset: bool = False) -> BaseGlyphs
     return BaseGlyphs(
         images=images,
         class_names=[_class_name(name, cp) for name, cp in chosen],
-        class_groups=[name for name, _ in chosen],
+        class_groups=[family_of(name) for name, _ in chosen],
         code_points=[cp for _, cp in chosen],
         fonts=[fonts[name] for name, _ in chosen],
     )
@@ -753,6 +901,7 @@ def build_glyphs(size: int = 28, seed: int = 0, subset: bool = False) -> ImageCl
 
     ``size`` is the side of the square output images; ``subset`` keeps the first
     :data:`SUBSET_PER_ALPHABET` characters of every alphabet (same drawings as the full set).
+    Class names are ``"block/U+XXXX"``, class groups the script families.
     """
     if size < 8:
         raise ValueError(f"glyphs: size must be at least 8 pixels, got {size}")
@@ -840,7 +989,8 @@ def load_glyphs(
 
     Returns:
         An :class:`ImageClassDataset` named ``"glyphs"``: ``uint8 [M, 1, size, size]`` images,
-        bright strokes on black, ``NUM_DRAWERS`` per class, classes grouped by alphabet.
+        bright strokes on black, ``NUM_DRAWERS`` per class, classes grouped by script family
+        (:data:`GLYPH_FAMILIES`).
     """
     subset = config.fast_mode() if subset is None else bool(subset)
     if not cache:
