@@ -26,10 +26,10 @@ and ``--repeats`` times timed, *interleaved* (A B C D, B C D A, ...) so that dri
 on a shared machine hits all of them alike; the table shows the median, the ratio to the
 fastest baseline (of wall time, or with ``--clock cpu`` of process CPU time, which does not
 count the time other jobs on a shared machine hold the cores: the steadier measure there,
-with ``--threads 1``), and the peak memory a meta-step adds: ``torch.cuda.max_memory_allocated``
-on a GPU, and on a CPU the peak of the running sum of the allocations and frees that the
-PyTorch profiler records (``tracemalloc`` cannot see PyTorch's allocations, and the process
-RSS never goes down between contestants).
+with ``--threads 1``), and the peak memory a meta-step adds (:func:`mlcourse.profiling.peak_memory_mb`:
+``torch.cuda.max_memory_allocated`` on a GPU, and on a CPU the peak of the running sum of the
+allocations and frees that the PyTorch profiler records; ``tracemalloc`` cannot see
+PyTorch's allocations, and the process RSS never goes down between contestants).
 
 On a CPU the paper's network (64 filters) makes a meta-step of 32 tasks take seconds, and
 the full table (8 configurations x 4 contestants x warm-up and repeats) tens of minutes;
@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mlcourse.cli import ArgumentParser, bad_argument, check_at_least  # noqa: E402
 from mlcourse.models import conv4_classifier  # noqa: E402
 from mlcourse.optim import meta_gradient  # noqa: E402
+from mlcourse.profiling import peak_memory_mb  # noqa: E402  (CUDA allocator peak, or the CPU profiler's)
 
 try:  # a real peer, optional
     import higher
@@ -210,31 +211,6 @@ def timed(fn, device) -> tuple[float, float]:
     fn()
     _sync(device)
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def peak_memory_mb(fn, device) -> float:
-    """Peak memory that ``fn()`` allocates on top of what was allocated before it (MiB)."""
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        _sync(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-
-    try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
-        # every allocation and free, in time order: the running sum is the memory in use
-        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
-    except Exception:  # noqa: BLE001 - profiler internals changed: report no number rather than crash
-        return float("nan")
-    running = peak = 0
-    for _, nbytes in events:
-        running += nbytes
-        peak = max(peak, running)
-    return peak / 2**20
 
 
 def build_contestants(cfg: Config, device, methods: list[str]):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def test_fast_benchmark_prints_a_table(capsys):
     assert "all contestants computed the same meta-gradient" in out
     for r in rows:
         assert r["ms"] > 0 and r["cpu_ms"] > 0 and r["ratio"] > 0
-        assert math.isnan(r["peak_mb"]) or r["peak_mb"] >= 0
+        assert r["peak_mb"] > 0  # mlcourse.profiling.peak_memory_mb: the CPU profiler's memory events
     assert min(r["ratio"] for r in rows if r["baseline"]) == 1.0
 
 
