@@ -100,7 +100,7 @@ def check_episodes_fit(
     as soon as the data is loaded and before any training.
 
         >>> check_episodes_fit(parser, splits.test, args.ways, args.shots, 15)  # doctest: +SKIP
-        PROG: error: --ways 200: must be at most 106 (the test split has 106 classes with at least 16 images: 1 shots + 15 queries)
+        PROG: error: --ways 200: must be at most 106 (the test split has 106 classes with at least 16 images: 1 shot + 15 queries)
     """
     sizes = dataset.class_sizes()
     largest = int(sizes.max()) if len(sizes) else 0
@@ -109,12 +109,16 @@ def check_episodes_fit(
         if queries_name is not None and queries >= largest:
             bad_argument(parser, queries_name, queries,
                          f"at most {max(0, largest - shots)} (the largest class of {split} has {largest} images, "
-                         f"and {shots_name} {shots} of them are support images)")
+                         f"and the support set takes {shots} of them per class)")
         bad_argument(parser, shots_name, shots,
                      f"at most {max(0, largest - queries)} (the largest class of {split} has {largest} images, "
-                     f"and {queries} of them are queries)")
+                     f"and the queries take {queries} of them per class)")
     eligible = int((sizes >= per_class).sum())
     if ways > eligible:
         bad_argument(parser, ways_name, ways,
                      f"at most {eligible} ({split} has {eligible} classes with at least {per_class} images: "
-                     f"{shots} shots + {queries} queries)")
+                     f"{_count(shots, 'shot')} + {_count(queries, 'query', 'queries')})")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
