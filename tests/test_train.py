@@ -34,9 +34,43 @@ def test_non_finite_loss_names_the_step():
         train_loop(step, 10, progress=False)
 
 
-def test_time_budget_stops_early():
-    h = train_loop(lambda i: {"loss": 0.0}, 10**9, time_budget=0.05, progress=False)
-    assert 0 < len(h["loss"]) < 10**9
+class FakeClock:
+    """A ``time`` stand-in whose clock moves only when a step says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_time_budget_stops_after_the_step_that_uses_it_up(monkeypatch):
+    import mlcourse.train as train_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(train_module, "time", clock)
+
+    def step(i):  # each step takes exactly 1 s of the fake clock
+        clock.now += 1.0
+        return {"loss": float(i)}
+
+    h = train_loop(step, 1000, time_budget=5.5, progress=False)
+    assert h["loss"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # the check runs after each step: 6 s >= 5.5 s
+    assert h.seconds == pytest.approx(6.0)
+    clock.now = 0.0
+    assert len(train_loop(step, 1000, time_budget=3.0, progress=False)["loss"]) == 3  # 3 s >= 3 s stops
+    clock.now = 0.0
+    assert len(train_loop(step, 4, time_budget=100.0, progress=False)["loss"]) == 4  # the steps end first
+
+
+def test_time_budget_stops_early_in_real_time():
+    import time
+
+    start = time.perf_counter()
+    h = train_loop(lambda i: time.sleep(0.01) or {"loss": 0.0}, 1000, time_budget=0.1, progress=False)
+    elapsed = time.perf_counter() - start
+    assert 0.1 <= h.seconds <= elapsed
+    assert 1 <= len(h["loss"]) <= 10  # at least 10 ms a step: at most 10 steps fit in 0.1 s
 
 
 def test_checkpoint_round_trip_is_atomic(tmp_path, monkeypatch):
