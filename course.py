@@ -63,10 +63,26 @@ def fast_env() -> dict[str, str]:
     return env
 
 
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def lab_command(python, args: list[str]) -> list[str]:
+    """The ``jupyter lab`` command line: as root (a container, a lab machine) Jupyter refuses
+    to start ("Running as root is not recommended") unless told ``--allow-root``, so we tell it,
+    unless the user already said something about it."""
+    cmd = [str(python), "-m", "jupyter", "lab", "chapters/00_welcome.ipynb", *args]
+    if running_as_root() and not any(a.startswith(("--allow-root", "--no-allow-root")) or "allow_root" in a for a in args):
+        cmd.append("--allow-root")
+    return cmd
+
+
 def cmd_lab(args: list[str]) -> int:
     python = ensure_env()
     os.chdir(ROOT)
-    return subprocess.call([str(python), "-m", "jupyter", "lab", "chapters/00_welcome.ipynb", *args])
+    cmd = lab_command(python, args)
+    print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    return subprocess.call(cmd)
 
 
 def cmd_test(args: list[str]) -> int:
@@ -94,8 +110,13 @@ COMMANDS = {"lab": cmd_lab, "test": cmd_test, "build": cmd_build, "setup": lambd
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        # one line, like every command line of the course (mlcourse.cli, which this file cannot import)
+        print(f"course.py: error: unknown command {argv[0]!r}: choose one of {', '.join(COMMANDS)} "
+              "(python3 course.py --help says what each does)", file=sys.stderr)
         return 2
     return COMMANDS[argv[0]](argv[1:])
 
