@@ -59,6 +59,8 @@ def main(argv=None) -> dict:
     p.add_argument("--train-ways", type=int, default=20, help="way of the recalibration episodes")
     p.add_argument("--train-queries", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--split", choices=["val", "test"], default="val",
+                   help="alphabets to score: val (default: recalibration is a choice, made on validation) or test")
     args = p.parse_args(argv)
     # the checks that need no data, then the checkpoint, then the data: all before any evaluation
     for name, value, minimum in (
@@ -74,11 +76,12 @@ def main(argv=None) -> dict:
     from mlcourse.evaluate import evaluate
 
     splits = meta_splits(args.data, size=28, rotations=True)
-    check_episodes_fit(p, splits.test, args.ways, args.shots, QUERIES, split=f"the {splits.source} test split")
+    scored = splits.evaluation_set(args.split)
+    check_episodes_fit(p, scored, args.ways, args.shots, QUERIES, split=f"the {splits.source} {args.split} split")
     if args.bn_episodes:
         check_episodes_fit(p, splits.train, args.train_ways, 1, args.train_queries, ways_name="--train-ways",
                            queries_name="--train-queries", split=f"the {splits.source} training split")
-    c, h, w = splits.test.image_shape
+    c, h, w = scored.image_shape
     stored = copy.deepcopy(model.state_dict())
     try:  # one tiny episode: does the model take these images? (its state is put back after)
         model.predict(torch.rand(2, c, h, w), torch.tensor([0, 1]), torch.rand(2, c, h, w))
@@ -88,17 +91,21 @@ def main(argv=None) -> dict:
     model.load_state_dict(stored)
     model.eval()
 
-    def score() -> str:
-        r = evaluate(model.predict, splits.test, args.ways, args.shots, QUERIES, args.episodes, seed=args.eval_seed,
-                     device="cpu", progress=False)
-        return f"{100 * r.mean:.2f} ± {100 * r.ci95:.2f}%"
+    def score():
+        return evaluate(model.predict, scored, args.ways, args.shots, QUERIES, args.episodes, seed=args.eval_seed,
+                        device="cpu", progress=False)
 
     before = score()
     model.recalibrate_batchnorm(splits.train, n_way=args.train_ways, k_shot=1, q_query=args.train_queries,
                                 episodes=args.bn_episodes, device="cpu")
     after = score()
-    print(f"{args.ways}-way {args.shots}-shot, {args.episodes} episodes: as stored {before}; recalibrated {after}")
-    return {"before": before, "after": after}
+    from mlcourse.evaluate import compare
+
+    paired = compare(after, before, names=("recalibrated", "as stored"))  # the same episodes
+    text = lambda r: f"{100 * r.mean:.2f} ± {100 * r.ci95:.2f}%"  # noqa: E731
+    print(f"{args.ways}-way {args.shots}-shot, {args.episodes} {args.split} episodes: as stored {text(before)}; "
+          f"recalibrated {text(after)}\n{paired.verdict()}")
+    return {"before": text(before), "after": text(after), "split": args.split, "paired": paired.as_dict()}
 
 
 if __name__ == "__main__":

@@ -315,7 +315,9 @@ def test_bn_recalibration_script(tiny, tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # imports meta_splits after the fixture replaced it
     out = module.main([str(path), "--episodes", "4", "--bn-episodes", "3", "--train-ways", "3"])
-    assert set(out) == {"before", "after"} and "recalibrated" in capsys.readouterr().out
+    assert set(out) == {"before", "after", "split", "paired"} and out["split"] == "val"
+    printed = capsys.readouterr().out
+    assert "recalibrated" in printed and "val episodes" in printed and out["paired"]["episodes"] == 4
 
 
 def test_progress_lines_when_not_a_terminal_and_stdout_stays_json(tiny, capsys):

@@ -26,7 +26,6 @@ from mlcourse.data.sources import MetaSplits
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
-PENDING_BENCH = pytest.mark.xfail(strict=False, reason="bench checks land separately")
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -74,14 +73,14 @@ CASES = [
     ("bn-episodes", ["benchmarks/bn_recalibration.py", "{ckpt}", "--episodes", "0"], "benchmarks/bn_recalibration.py",
      ["--episodes", "0"]),
     ("bench-ways", ["-m", "mlcourse.bench", "protonet", "--ways", "0", "--fast"], "python -m mlcourse.bench", ["--ways", "0"],
-     False, [PENDING_BENCH]),
+     False),
     ("bench-episodes", ["-m", "mlcourse.bench", "protonet", "--episodes", "-3"], "python -m mlcourse.bench", ["--episodes", "-3"],
-     False, [PENDING_BENCH]),
+     False),
     ("bench-shots", ["-m", "mlcourse.bench", "protonet", "--shots", "100", "--fast"], "python -m mlcourse.bench",
-     ["--shots", "100"], True, [PENDING_BENCH]),
+     ["--shots", "100"], True),
     # against the real data (the Omniglot subsets: known limits, quick to load); the in-process tests
     # below check the other limits against stand-in data
-    ("bn-ways-vs-data", ["benchmarks/bn_recalibration.py", "{ckpt}", "--data", "omniglot", "--ways", "1000"],
+    ("bn-ways-vs-data", ["benchmarks/bn_recalibration.py", "{ckpt}", "--data", "omniglot", "--split", "test", "--ways", "1000"],
      "benchmarks/bn_recalibration.py", ["--ways", "1000", "at most 106"], True, [pytest.mark.shared_data]),
 ]
 CASES = [case + (False, [])[len(case) - 4:] for case in CASES]
@@ -283,7 +282,7 @@ def checkpoint(tmp_path):
 def test_bn_recalibration(argv, names, capsys, monkeypatch, tiny, checkpoint):
     module = load_script("bn_recalibration")
     monkeypatch.setattr("mlcourse.evaluate.evaluate", lambda *a, **k: pytest.fail("evaluated despite a bad argument"))
-    refused(module.main, [checkpoint, *argv], capsys, "benchmarks/bn_recalibration.py", *names)
+    refused(module.main, [checkpoint, "--split", "test", *argv], capsys, "benchmarks/bn_recalibration.py", *names)
 
 
 def test_bn_recalibration_without_recalibration_needs_no_training_episodes(capsys, monkeypatch, tiny, checkpoint):
@@ -298,7 +297,7 @@ def test_bn_recalibration_without_recalibration_needs_no_training_episodes(capsy
 
     monkeypatch.setattr("mlcourse.evaluate.evaluate", evaluate)
     with pytest.raises(Evaluated):
-        module.main([checkpoint, "--bn-episodes", "0", "--train-ways", "500"])
+        module.main([checkpoint, "--split", "test", "--bn-episodes", "0", "--train-ways", "500"])
 
 
 @pytest.mark.parametrize("state, names", [
@@ -325,7 +324,7 @@ def test_bn_recalibration_refuses_a_model_for_other_images(tmp_path, capsys, tin
     from mlcourse.metric import ProtoNet
 
     path = ProtoNet(in_channels=3, hidden=4).save(tmp_path / "rgb.pt")
-    refused(load_script("bn_recalibration").main, [str(path)], capsys, "benchmarks/bn_recalibration.py",
+    refused(load_script("bn_recalibration").main, [str(path), "--split", "test"], capsys, "benchmarks/bn_recalibration.py",
             "checkpoint", "1x28x28")
 
 
