@@ -128,3 +128,29 @@ def plot_accuracies(results: Mapping[str, object], ax=None, title: str | None = 
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_paired_differences(comparisons: Sequence[object], ax=None, labels: Sequence[str] | None = None, title: str | None = None):
+    """Paired differences ``a − b`` (points) with their 95% intervals, one row each.
+
+    ``comparisons`` are :class:`~mlcourse.evaluate.PairedComparison` objects (from
+    :func:`~mlcourse.evaluate.compare`); a row whose interval misses the dotted zero line is a
+    difference the episodes resolve. ``labels`` default to ``"A − B"`` from each comparison's names.
+    """
+    comparisons = list(comparisons)
+    labels = list(labels) if labels is not None else [f"{c.names[0]} − {c.names[1]}" for c in comparisons]
+    if len(labels) != len(comparisons):
+        raise ValueError(f"{len(labels)} labels for {len(comparisons)} comparisons")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(comparisons)))
+    y = list(range(len(comparisons)))
+    colours = ["tab:green" if c.significant else "tab:grey" for c in comparisons]
+    for yi, c, colour in zip(y, comparisons, colours):
+        ax.errorbar(100 * c.difference, yi, xerr=100 * c.ci95, fmt="o", capsize=4, color=colour)
+    ax.axvline(0, color="grey", ls=":")
+    ax.set_yticks(y, labels)
+    ax.set_ylim(len(comparisons) - 0.5, -0.5)
+    ax.set_xlabel("paired difference on the same episodes (points, 95% CI)")
+    if title:
+        ax.set_title(title)
+    return ax

@@ -129,3 +129,18 @@ def test_compare_command_line(tmp_path, capsys):
         main([str(a), str(tmp_path / "missing.json")])
     assert e.value.code == 2
     assert "must be a readable JSON file" in capsys.readouterr().err
+
+
+def test_plot_paired_differences_draws_one_row_per_comparison():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlcourse.viz import plot_paired_differences
+
+    a, b, c = [0.8, 0.9, 1.0, 0.9], [0.6, 0.8, 0.8, 0.7], [0.8, 0.9, 1.0, 0.8]
+    cs = [compare(a, b, names=("x", "y")), compare(a, c, names=("x", "z"))]
+    ax = plot_paired_differences(cs, title="t")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["x − y", "x − z"]
+    assert len(ax.lines) >= 3  # two points and the zero line
+    with pytest.raises(ValueError):
+        plot_paired_differences(cs, labels=["only one"])
