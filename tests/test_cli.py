@@ -373,3 +373,9 @@ def test_check_helpers(tmp_path, capsys):
     assert "no such file" in refused_by(lambda: cli.check_existing_file(parser, "path", tmp_path / "g"), capsys)
     assert "folder" in refused_by(lambda: cli.check_existing_file(parser, "path", tmp_path), capsys)
     assert refused_by(lambda: parser.parse_args(["--nope"]), capsys) == "prog: error: unrecognized arguments: --nope"
+
+
+def test_glyph_table_script_refuses_an_unknown_stage():
+    proc = subprocess.run(["bash", str(BENCHMARKS / "glyph_table.sh"), "everything"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert error_lines(proc.stderr) == ["benchmarks/glyph_table.sh: error: everything: must be 'all' (the default) or 'compare'"]
