@@ -162,7 +162,12 @@ def _optim(class_name: str, **kwargs):
 #   about 13,000 (11,506 done in one run: 94.98%), so 13,000 is the default and the budget
 #   ends training on slower machines.
 # * lr=2e-3 with the library's schedule (halved at each quarter of training, here of the
-#   steps or of --time-budget, whichever ends first).
+#   steps or of --time-budget, whichever ends first). ProtoNet's lr, augmentation strength and
+#   training queries were then re-selected on the validation alphabet (Balinese) of the
+#   Omniglot subsets: 12 candidates ranked at a quarter of the budget, the best two confirmed at
+#   the full 600 s, lr 4e-3 / augment 1.0 / 2 queries chosen (73.14% vs 72.67% on validation,
+#   +0.47 +- 0.64 paired: a close call); see docs/results.md. The other methods keep the
+#   test-selected values below until they are re-selected.
 # * Euclidean rather than cosine: 92.5% vs 89.6% after 1,500 steps of 20-way 5-query.
 # * MatchingNet's temperature 10: with the paper's 1 the attention over non-negative
 #   Conv-4 features can never be sharp and training is slow.
@@ -187,7 +192,8 @@ def _maml_family(description: str, class_name: str, **model_kwargs) -> Method:
 METHODS: dict[str, Method] = {
     "protonet": Method(
         "Prototypical network, squared Euclidean distance (Snell et al., 2017)",
-        build=_protonet("euclidean"), steps=13000, lr=2e-3, train_ways=20, train_queries=2, augment=1.0,
+        build=_protonet("euclidean"), steps=13000, lr=4e-3, train_ways=20, train_queries=2, augment=1.0,
+        selected_on="val",  # lr, augment, train_queries: benchmarks/select_on_val.py, docs/runs/selection/protonet-omniglot
     ),
     "protonet-cosine": Method(
         "Prototypical network, cosine similarity with a learned temperature",
