@@ -386,7 +386,7 @@ def _load_data(source: str, size: int, rotations: bool, json_mode: bool):
 
 def _check_against_data(args, settings: dict, method: Method, splits, eval_set) -> int:
     """Check the episode sizes against the data; return the queries per class of evaluation."""
-    from .cli import bad_argument
+    from .cli import bad_argument, check_episodes_fit
 
     sizes = eval_set.class_sizes()
     largest = int(sizes.max())
@@ -394,12 +394,8 @@ def _check_against_data(args, settings: dict, method: Method, splits, eval_set) 
         bad_argument(PROG, "--shots", args.shots, f"at most {largest - 1}: the {args.split} classes have at most "
                      f"{largest} images and every class needs at least one query")  # fmt: skip
     queries = args.queries if args.queries is not None else max(1, min(15, int(sizes.min()) - args.shots))
-    per_class = args.shots + queries
-    eligible = int((sizes >= per_class).sum())
-    if eligible < args.ways:
-        name, value = ("--queries", args.queries) if args.queries is not None else ("--ways", args.ways)
-        bad_argument(PROG, name, value, f"smaller: only {eligible} of the {len(sizes)} {args.split} classes have "
-                     f"{per_class} images ({args.shots} shots + {queries} queries) for a {args.ways}-way episode")  # fmt: skip
+    check_episodes_fit(PROG, eval_set, args.ways, args.shots, queries, split=f"the {splits.source} {args.split} split",
+                       queries_name="--queries" if args.queries is not None else None)  # fmt: skip
     if method.kind == "episodic":
         per_train = settings["train_shots"] + settings["train_queries"]
         train_eligible = int((splits.train.class_sizes() >= per_train).sum())

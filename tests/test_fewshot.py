@@ -122,5 +122,5 @@ def test_transductive_models_are_never_chunked():
     with torch.no_grad():
         chunked = torch.cat([maml(sx, sy, qx[i : i + 2]) for i in range(0, 9, 2)])
     assert not torch.allclose(chunked, whole, atol=1e-4)
-    proto = ProtoNet(hidden=8) if "hidden" in ProtoNet.__init__.__code__.co_varnames else ProtoNet()
+    proto = ProtoNet(hidden=8)
     assert torch.allclose(proto.predict(sx, sy, qx, chunk=2), proto.predict(sx, sy, qx), atol=1e-5)
