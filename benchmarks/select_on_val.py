@@ -14,6 +14,8 @@ finished runs are read back, never rerun):
    today's default among them so the search can keep it) meta-trains with ``--fraction`` of
    the method's steps and time budget and is scored on the *validation* alphabets
    (``--split val``), all on the same episodes.
+   Candidates that differ only in an evaluation setting (``test_inner_steps``, the
+   fine-tuning steps at test time) share one trained model, scored once per value.
 2. **Confirm.** The ``--top`` best of stage 1 train at the full budget and are scored on
    validation again; the best of these is the choice. Its lead over the runner-up is a paired
    difference on the same validation episodes (:func:`mlcourse.evaluate.compare`).
@@ -44,7 +46,21 @@ PROG = "benchmarks/select_on_val.py"
 GRID_KEYS = {
     "lr": float, "steps": int, "train_ways": int, "train_shots": int, "train_queries": int, "augment": float,
     "hidden": int, "meta_batch": int, "bn_episodes": int, "rotations": str, "time_budget": float,
+    "inner_steps": int, "inner_lr": float, "inner_batch": int, "test_inner_steps": int,
 }  # fmt: skip
+# Evaluation settings: candidates that differ only in these share one trained model (its
+# checkpoint is trained once and scored with each value), so trying 5, 20 and 50 fine-tuning
+# steps at test time costs three evaluations, not three trainings.
+EVAL_KEYS = ("test_inner_steps",)
+
+
+def training_part(candidate: dict) -> dict:
+    return {k: v for k, v in candidate.items() if k not in EVAL_KEYS}
+
+
+def train_seconds(result: dict) -> float:
+    """Meta-training seconds of the model a result scored (also when it was loaded)."""
+    return result.get("checkpoint_train_seconds") or result["meta_train_seconds"]
 
 
 def parse_grid(parser, items: list[str]) -> dict[str, list]:
@@ -102,11 +118,34 @@ def run_all(jobs: list[tuple[Path, list[str]]], runner: Callable, parallel: int)
         tmp.write_text(json.dumps(result))
         os.replace(tmp, path)  # a half-written file never counts as finished
         print(f"{path.name}: {100 * result['accuracy']:.2f}% on {result['split']} after "
-              f"{result['meta_train_steps']} steps, {result['meta_train_seconds']:.0f} s", file=sys.stderr, flush=True)
+              f"{result['meta_train_steps']} steps, {train_seconds(result):.0f} s", file=sys.stderr, flush=True)
         return result
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         return list(pool.map(one, jobs))
+
+
+def run_stage(method: str, data: str, cands: list[dict], settings: list[dict], out: Path, stage: str,
+              common: list[str], runner: Callable, parallel: int) -> list[dict]:
+    """Score every candidate (``settings[i]`` are the bench options of ``cands[i]``) on
+    validation. Candidates with the same training part share one model: the first of each
+    group trains it (and saves a checkpoint when others need it), the others load it."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(cands):
+        groups.setdefault(slug(training_part(c)), []).append(i)
+    jobs: dict[int, tuple[Path, list[str]]] = {}
+    for key, members in groups.items():
+        shared = stage == "confirm" or len(members) > 1  # confirmed models are kept for the final test
+        ckpt = ["--checkpoint", str(out / f"{stage}-{key}.pt")] if shared else []
+        for i in members:
+            jobs[i] = (out / f"{stage}-{slug(cands[i])}.json", bench_argv(method, data, settings[i], "val", common + ckpt))
+    first = [groups[k][0] for k in groups]
+    rest = [i for k in groups for i in groups[k][1:]]
+    results: dict[int, dict] = {}
+    for batch in (first, rest):  # the trainings, then the evaluations that load their models
+        for i, r in zip(batch, run_all([jobs[i] for i in batch], runner, parallel)):
+            results[i] = r
+    return [results[i] for i in range(len(cands))]
 
 
 def main(argv: list[str] | None = None, runner: Callable | None = None) -> dict:
@@ -143,7 +182,7 @@ def main(argv: list[str] | None = None, runner: Callable | None = None) -> dict:
     ranked = pool
     rank_results: list[dict] = []
     if args.fraction < 1 and len(pool) > args.top:
-        jobs = []
+        scaled_pool = []
         for c in pool:
             scaled = dict(c)
             if "steps" not in c:
@@ -153,18 +192,13 @@ def main(argv: list[str] | None = None, runner: Callable | None = None) -> dict:
             budget = c.get("time_budget", method.time_budget)
             if budget and not args.fast:
                 scaled["time_budget"] = args.fraction * budget
-            jobs.append((out / f"rank-{slug(c)}.json", bench_argv(args.method, args.data, scaled, "val", common)))
-        rank_results = run_all(jobs, runner, args.jobs)
+            scaled_pool.append(scaled)
+        rank_results = run_stage(args.method, args.data, pool, scaled_pool, out, "rank", common, runner, args.jobs)
         order = sorted(range(len(pool)), key=lambda i: -rank_results[i]["accuracy"])
         ranked = [pool[i] for i in order[: args.top]]
 
     # 2. Confirm the best at the full budget, on validation; keep their checkpoints.
-    jobs = [
-        (out / f"confirm-{slug(c)}.json",
-         bench_argv(args.method, args.data, c, "val", common + ["--checkpoint", str(out / f"confirm-{slug(c)}.pt")]))
-        for c in ranked
-    ]  # fmt: skip
-    confirm_results = run_all(jobs, runner, args.jobs)
+    confirm_results = run_stage(args.method, args.data, ranked, ranked, out, "confirm", common, runner, args.jobs)
     best = max(range(len(ranked)), key=lambda i: confirm_results[i]["accuracy"])
     chosen, chosen_result = ranked[best], confirm_results[best]
 
@@ -180,7 +214,7 @@ def main(argv: list[str] | None = None, runner: Callable | None = None) -> dict:
         "paired_on_val": paired,
         "runs": [
             {"stage": stage, "candidate": c, "split": r["split"], "accuracy": r["accuracy"], "ci95": r["ci95"],
-             "steps": r["meta_train_steps"], "seconds": r["meta_train_seconds"], "threads": r["threads"],
+             "steps": r["meta_train_steps"], "seconds": train_seconds(r), "threads": r["threads"],
              "load_average": r.get("load_average")}
             for stage, cs, rs in (("rank", pool, rank_results), ("confirm", ranked, confirm_results))
             for c, r in zip(cs, rs)
@@ -191,7 +225,8 @@ def main(argv: list[str] | None = None, runner: Callable | None = None) -> dict:
     if args.final:
         final_job = (
             out / f"final-test-{slug(chosen)}.json",
-            bench_argv(args.method, args.data, chosen, "test", common + ["--checkpoint", str(out / f"confirm-{slug(chosen)}.pt")]),
+            bench_argv(args.method, args.data, chosen, "test",
+                       common + ["--checkpoint", str(out / f"confirm-{slug(training_part(chosen))}.pt")]),
         )
         final = run_all([final_job], runner, 1)[0]
         summary["test"] = {"accuracy": final["accuracy"], "ci95": final["ci95"], "episodes": final["episodes"],

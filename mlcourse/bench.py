@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", type=float, default=None, help="strength of random affine augmentation of training images (0 = off)")
     p.add_argument("--hidden", type=int, default=None, help="filters of each Conv-4 block (MAML family and Reptile only; default 32 for the MAML family, 64 for Reptile)")
     p.add_argument("--meta-batch", type=int, default=None, help="tasks per outer step (MAML family and Reptile only)")
+    p.add_argument("--inner-steps", type=int, default=None, help="inner-loop steps in meta-training (MAML family and Reptile only)")
+    p.add_argument("--inner-lr", type=float, default=None, help="inner-loop learning rate (MAML family: SGD step; Reptile: Adam lr)")
+    p.add_argument("--inner-batch", type=int, default=None, help="images per inner step in meta-training (Reptile only)")
+    p.add_argument("--test-inner-steps", type=int, default=None,
+                   help="fine-tuning steps on the support set at test time (MAML family and Reptile only); an evaluation "
+                        "setting: a checkpoint is loaded whatever its value, so one trained model can be scored with several")
     p.add_argument("--bn-episodes", type=int, default=None,
                    help="after training with augmentation, recompute BatchNorm statistics on this many clean training episodes (default 200; 0 = off)")
     p.add_argument("--time-budget", type=float, default=None, help="cap on meta-training seconds (default: per method; 0 = none)")
@@ -318,10 +324,11 @@ def _check_arguments(args) -> None:
         ("--episodes", args.episodes, 2), ("--train-ways", args.train_ways, 2), ("--train-shots", args.train_shots, 1),
         ("--train-queries", args.train_queries, 1), ("--steps", args.steps, 1), ("--hidden", args.hidden, 1),
         ("--meta-batch", args.meta_batch, 1), ("--bn-episodes", args.bn_episodes, 0), ("--size", args.size, 8),
-        ("--threads", args.threads, 1),
+        ("--threads", args.threads, 1), ("--inner-steps", args.inner_steps, 0), ("--inner-batch", args.inner_batch, 1),
+        ("--test-inner-steps", args.test_inner_steps, 0),
     ):  # fmt: skip
         check_at_least(PROG, name, value, low)
-    for name, value in (("--lr", args.lr),):
+    for name, value in (("--lr", args.lr), ("--inner-lr", args.inner_lr)):
         if value is not None and not value > 0:
             bad_argument(PROG, name, value, "a number above 0")
     for name, value in (("--augment", args.augment), ("--time-budget", args.time_budget)):
@@ -354,10 +361,17 @@ def _train_settings(method: Method, args, fast: bool) -> dict:
             fail(PROG, f"--train-ways {args.train_ways}: {args.method} has one output unit per class, so it meta-trains "
                        f"on the test way; use --train-ways {args.ways} or leave it out")
         train_ways = args.ways
-    model_options = {k: v for k, v in (("hidden", args.hidden), ("meta_batch", args.meta_batch)) if v is not None}
-    if model_options and not method.fixed_way:
-        first = "--hidden" if args.hidden is not None else "--meta-batch"
-        fail(PROG, f"{first}: applies to the MAML family and Reptile only, not to {args.method}")
+    options = {"hidden": args.hidden, "meta_batch": args.meta_batch, "inner_steps": args.inner_steps,
+               "inner_lr": args.inner_lr, "inner_batch": args.inner_batch}  # fmt: skip
+    model_options = {k: v for k, v in options.items() if v is not None}
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    if not method.fixed_way:
+        for name in [*model_options, *(["test_inner_steps"] if args.test_inner_steps is not None else [])]:
+            fail(PROG, f"{flag(name)}: applies to the MAML family and Reptile only, not to {args.method}")
+    if "inner_lr" in model_options and args.method == "metasgd":
+        fail(PROG, "--inner-lr: metasgd learns its inner learning rates (their start, lr_init, is 0.4); not settable here")
+    if "inner_batch" in model_options and args.method != "reptile":
+        fail(PROG, f"--inner-batch: applies to reptile only (the MAML family adapts on the whole support set), not to {args.method}")
     return {
         "steps": args.steps if args.steps is not None else (method.fast_steps if fast else method.steps),
         "lr": args.lr if args.lr is not None else method.lr,
@@ -607,7 +621,9 @@ def main(argv: list[str] | None = None) -> dict:
     key = {
         "format": CHECKPOINT_FORMAT, "method": args.method, "data": splits.source, "size": args.size,
         "mode": "fast" if fast else "full", "train_alphabets": sorted(set(splits.train.class_groups)),
-        "train_classes": splits.train.num_classes, "model": _model_signature(method, splits, settings), **settings,
+        "train_classes": splits.train.num_classes, **settings,
+        # after the settings: their "model" (the command line's options) is part of the signature
+        "model": _model_signature(method, splits, settings),
     }  # fmt: skip
     loaded = _try_checkpoint(args.checkpoint, key, method, device, args.retrain, args.json)
     _log(str(splits), json_mode=args.json)
@@ -622,8 +638,13 @@ def main(argv: list[str] | None = None) -> dict:
         predict, model, train_seconds, steps_done = _meta_train(method, splits.train, settings, device, progress, args.json)
         train_cpu_seconds = time.process_time() - cpu_start
         _save_checkpoint(args.checkpoint, key, method, model, splits.train, train_seconds, steps_done)
-        from_checkpoint = False
+        from_checkpoint, state = False, {}
 
+    if args.test_inner_steps is not None:
+        # Not part of the checkpoint key: how long to fine-tune on a support set is chosen
+        # after training (on validation), from the same trained model.
+        model.test_inner_steps = args.test_inner_steps
+    test_inner_steps = getattr(model, "test_inner_steps", None)
     result = evaluate(predict, eval_set, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device,
                       progress=progress is True, desc=f"{args.method} on {args.split}")  # fmt: skip
     out = {
@@ -643,7 +664,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ci95": result.ci95,
         # Uses the statistics of the query batch at test time (BatchNorm in batch mode).
         "transductive": bool(getattr(model, "transductive", False)),
-        "meta_train_seconds": train_seconds,
+        "meta_train_seconds": train_seconds,  # of this process: 0 when loaded (see checkpoint_train_seconds)
+        "checkpoint_train_seconds": state.get("meta_train_seconds") if from_checkpoint else None,
         "meta_train_steps": steps_done,  # fewer than train["steps"] when the time budget ended training
         # CPU seconds of this process (all threads): with other jobs on the machine, wall
         # time overstates the cost of a run; CPU time / threads is what an idle machine needs.
@@ -657,6 +679,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "eval_seed": args.eval_seed,
         "train": settings,
+        "test_inner_steps": test_inner_steps,  # fine-tuning steps at test time (MAML family, Reptile)
         "from_checkpoint": from_checkpoint,
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -121,6 +121,36 @@ def test_checkpoint_key_holds_model_arguments_and_format(tiny, tmp_path, capsys,
     assert "format:" in capsys.readouterr().err
 
 
+def test_inner_loop_flags_reach_the_model_and_test_steps_do_not_touch_the_key(tiny, tmp_path, capsys):
+    path = tmp_path / "reptile.pt"
+    args = ["reptile", "--fast", "--json", "--steps", "1", "--episodes", "2", "--checkpoint", str(path),
+            "--hidden", "8", "--inner-steps", "2", "--inner-lr", "0.002", "--inner-batch", "7"]  # fmt: skip
+    first = run(args)
+    config = torch.load(path, weights_only=False)["bench"]["model"]["config"]
+    assert (config["inner_steps"], config["inner_lr"], config["inner_batch"], config["hidden"]) == (2, 0.002, 7, 8)
+    assert first["test_inner_steps"] == 5 and not first["from_checkpoint"]
+    # The same checkpoint, scored with more fine-tuning steps: loaded, not retrained.
+    again = run(args + ["--test-inner-steps", "3"])
+    assert again["from_checkpoint"] and again["test_inner_steps"] == 3
+    assert again["checkpoint_train_seconds"] == pytest.approx(first["meta_train_seconds"])
+    assert again["fingerprint"] == first["fingerprint"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["protonet", "--inner-steps", "2"], "--inner-steps: applies to the MAML family and Reptile only"),
+    (["protonet", "--test-inner-steps", "2"], "--test-inner-steps: applies to the MAML family and Reptile only"),
+    (["maml", "--inner-batch", "5"], "--inner-batch: applies to reptile only"),
+    (["metasgd", "--inner-lr", "0.1"], "--inner-lr: metasgd learns its inner learning rates"),
+    (["maml", "--inner-lr", "0"], "--inner-lr"),
+    (["maml", "--test-inner-steps", "-1"], "--test-inner-steps"),
+])  # fmt: skip
+def test_inner_loop_flags_refuse_what_does_not_apply(tiny, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv + ["--fast", "--steps", "1", "--episodes", "2"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err
+
+
 def test_split_val_scores_validation_alphabets_and_says_so(tiny, capsys):
     val = run(["protonet", "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3", "--split", "val"])
     test = run(["protonet", "--fast", "--json", "--steps", "2", "--episodes", "3", "--train-ways", "3"])

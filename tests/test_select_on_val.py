@@ -54,6 +54,29 @@ def test_search_ranks_confirms_and_scores_test_once(select, tmp_path, capsys):
     assert select.main(args, runner=runner)["chosen"] == summary["chosen"] and calls == []
 
 
+def test_candidates_differing_only_in_test_steps_share_one_trained_model(select, tmp_path):
+    calls = []
+
+    def runner(argv, log_path):
+        calls.append(argv)
+        return bench.main(argv)
+
+    out = tmp_path / "sel"
+    args = ["reptile", "--grid", "inner_steps=1,2", "--grid", "test_inner_steps=1,4", "--grid", "hidden=8", "--top", "2",
+            "--fraction", "0.5", "--episodes", "4", "--jobs", "1", "--out", str(out), "--final", "--fast"]  # fmt: skip
+    summary = select.main(args, runner=runner)
+    assert len(calls) == 4 + 2 + 1 and all("--checkpoint" in a for a in calls)  # rank 4, confirm 2, test once
+    rank_files = [json.loads(f.read_text()) for f in out.glob("rank-*.json")]
+    assert sorted(r["from_checkpoint"] for r in rank_files) == [False, False, True, True]  # 2 trainings, 2 loads
+    rank = [r for r in summary["runs"] if r["stage"] == "rank"]
+    by_train = {}
+    for r in rank:  # the two test-step values of one training share its steps and seconds
+        by_train.setdefault(r["candidate"]["inner_steps"], set()).add((r["steps"], round(r["seconds"], 6)))
+    assert all(len(v) == 1 for v in by_train.values()) and len(by_train) == 2
+    final = json.loads(next(out.glob("final-test-*.json")).read_text())
+    assert final["from_checkpoint"] and final["test_inner_steps"] == summary["chosen"]["test_inner_steps"]
+
+
 @pytest.mark.parametrize("argv, names", [
     (["protonet", "--grid", "nope=1", "--out", "x"], "--grid nope=1"),
     (["protonet", "--grid", "lr=fast", "--out", "x"], "--grid lr=fast"),

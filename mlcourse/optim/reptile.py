@@ -225,8 +225,10 @@ class Reptile(FewShotClassifier):
         q_query`` images per class.
 
         Logs ``loss`` and ``acc``: the query loss and accuracy of the first task of each
-        batch after fine-tuning on its support set with the *test* settings, a cheap
-        estimate of what evaluation will see (computed before the update).
+        batch after fine-tuning a copy on its support set with the *training* inner settings
+        (computed before the update). A cheap estimate of what evaluation will see: with the
+        test settings (50 fine-tuning steps, say) this one number would cost more than the
+        outer step itself.
         """
         n_way = self.n_way if n_way is None else n_way
         if n_way != self.n_way:
@@ -250,7 +252,8 @@ class Reptile(FewShotClassifier):
             batch = [episodes[(i * meta_batch + t) % len(episodes)].to(device) for t in range(meta_batch)]
             first = batch[0]
             with torch.no_grad():
-                logits = self(first.support_x, first.support_y, first.query_x)
+                probe = self.fine_tune(first.support_x, first.support_y, training=True, generator=torch.Generator().manual_seed(0))
+                logits = functional_forward(self.net, probe, dict(self.net.named_buffers()), first.query_x)
                 loss = F.cross_entropy(logits, first.query_y)
                 acc = (logits.argmax(-1) == first.query_y).float().mean()
             frac = min(i, total) / total
