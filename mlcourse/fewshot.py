@@ -65,6 +65,24 @@ def validate_task(support_x: torch.Tensor, support_y: torch.Tensor, query_x: tor
     return n_way
 
 
+def constructor_arguments(obj) -> dict:
+    """The arguments the most derived ``__init__`` of ``obj`` was called with, by name.
+
+    Called from a base class's ``__init__`` (itself called first thing in the subclass's), it
+    walks up to the frame of ``type(obj).__init__`` (a subclass of a subclass calls through its
+    parent's ``__init__``, whose frame lacks the extra arguments) and reads its parameters, so
+    a saved model can be rebuilt with ``type(obj)(**arguments)``.
+    """
+    target = type(obj).__init__.__code__
+    here = inspect.currentframe().f_back  # type: ignore[union-attr]
+    frame = here
+    while frame is not None and frame.f_code is not target:
+        frame = frame.f_back
+    frame = frame or here.f_back  # type: ignore[union-attr]
+    sig = inspect.signature(type(obj).__init__)
+    return {name: frame.f_locals[name] for name in sig.parameters if name != "self" and name in frame.f_locals}  # type: ignore[union-attr]
+
+
 class FewShotClassifier(nn.Module):
     """Base class: episodic meta-training, chunked prediction, save/load.
 
@@ -88,20 +106,7 @@ class FewShotClassifier(nn.Module):
 
     def __init__(self):
         super().__init__()
-        # Record the arguments of the subclass constructor that called us, for load().
-        # Walk up to the frame of the most derived __init__ (a subclass of a subclass calls
-        # us through its parent's __init__, whose frame lacks the extra arguments).
-        target = type(self).__init__.__code__
-        frame = inspect.currentframe().f_back  # type: ignore[union-attr]
-        while frame is not None and frame.f_code is not target:
-            frame = frame.f_back
-        frame = frame or inspect.currentframe().f_back  # type: ignore[union-attr]
-        sig = inspect.signature(type(self).__init__)
-        self._config = {
-            name: frame.f_locals[name]  # type: ignore[union-attr]
-            for name in sig.parameters
-            if name != "self" and name in frame.f_locals  # type: ignore[union-attr]
-        }
+        self._config = constructor_arguments(self)  # for load()
 
     # -- prediction ---------------------------------------------------------------------
     def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
