@@ -206,20 +206,30 @@ def compare_scores(a: CharacterScores, b: CharacterScores, names: tuple[str, str
 # Reference rows: what real drawings and trivial generators score
 # ---------------------------------------------------------------------------------------
 def real_vs_real(sets: Sequence[tuple[torch.Tensor, torch.Tensor]], seed: int = 0):
-    """A "generator" that returns the character's own other drawings, resampled: the floor.
+    """The floor: real drawings of the character that the support set did not contain.
 
-    It needs the ``rest`` images, so it is built for the given sets; pass it to
-    :func:`score_characters` with the same sets. Its images are real drawings the support set
-    did not contain, so its memorisation ratio is about 1 and its FD is the small-sample floor.
+    Each character's other drawings are split in two halves: the "generator" resamples the
+    first half, and the scores are taken against the second half only. Returns ``(generate,
+    scored_sets)``; pass both to :func:`score_characters`. Scoring against images the
+    generator returns would make precision 1 by construction; with disjoint halves every
+    score is what a perfect generator would get, at a reference set about half the size (so a
+    slightly pessimistic floor for the FD, which falls as the sets grow). Not paired with the
+    other rows (its reference images differ).
     """
-    by_support = {id(s): r for s, r in sets}
+    pools, scored = {}, []
+    for support, rest in sets:
+        if len(rest) < 4:
+            raise ValueError(f"real_vs_real splits each character's other drawings in two; it needs 4, got {len(rest)}")
+        half = len(rest) // 2
+        pools[id(support)] = rest[:half]
+        scored.append((support, rest[half:]))
 
     def generate(support: torch.Tensor, n: int, seed_: int) -> torch.Tensor:
-        rest = by_support[id(support)]
+        pool = pools[id(support)]
         g = torch.Generator().manual_seed(seed + seed_)
-        return rest[torch.randint(len(rest), (n,), generator=g)]
+        return pool[torch.randint(len(pool), (n,), generator=g)]
 
-    return generate
+    return generate, scored
 
 
 def copy_with_jitter(strength: float = 0.2):
