@@ -86,6 +86,18 @@ METHODS: dict[str, GenMethod] = {
 }  # fmt: skip
 
 
+def _reptile_vae(shape):
+    from .metagen.vae_adapt import ReptileVAE
+
+    return ReptileVAE(size=shape[1], channels=shape[0], inner_steps=5, adapt_steps=20, meta_batch=5)
+
+
+METHODS["reptile-vae"] = GenMethod(
+    "chapter 08's VAE meta-trained with Reptile over characters, fitted to the support set by 20 Adam steps",
+    build=_reptile_vae, steps=20000, fast_steps=30, time_budget=600.0, likelihood=True, selected_on="none",
+)
+
+
 def register(name: str, method: GenMethod) -> None:
     """Add a row (the method modules call this; tests may add their own)."""
     METHODS[name] = method
@@ -199,7 +211,8 @@ def _trained_model(args, method: GenMethod, splits, settings: dict, device, prog
                        "pass --retrain to train anew and overwrite it, or choose another path")  # fmt: skip
     model = model.to(device)
     history = model.meta_train(splits.train, steps=settings["steps"], time_budget=settings["time_budget"],
-                               seed=settings["seed"], device=device, progress=progress, **method.train_options)  # fmt: skip
+                               seed=settings["seed"], device=device, progress=progress, shots=settings["train_shots"],
+                               **method.train_options)  # fmt: skip
     steps_done = len(history["loss"]) if "loss" in history else settings["steps"]
     if args.checkpoint:
         model.save(args.checkpoint, genbench=key, meta_train_seconds=history.seconds, meta_train_steps=steps_done)
@@ -263,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {
         "steps": args.steps if args.steps is not None else (method.fast_steps if fast else method.steps),
         "time_budget": (args.time_budget if args.time_budget is not None else (None if fast else method.time_budget)) or None,
-        "seed": args.seed, "mode": "fast" if fast else "full",
+        "seed": args.seed, "mode": "fast" if fast else "full", "train_shots": args.shots,
     }  # fmt: skip
 
     splits = _load_data(args.data, args.size, False, args.json)
