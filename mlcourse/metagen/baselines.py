@@ -1,0 +1,65 @@
+"""The rows a meta-learned GAN has to beat: no meta-learning at all, and ordinary pretraining.
+
+Both use FIGR's networks and its adaptation (:class:`~mlcourse.metagen.reptile_gan.ReptileGAN`:
+the same generator, the same WGAN-GP critic, the same inner loop on the support set), so the
+only difference from the meta-learned row is where the starting weights come from:
+
+* :class:`ScratchGAN`: from nowhere. A freshly initialised GAN trained on the ``K`` support
+  images alone, for ``adapt_steps`` iterations (many more than FIGR's ten: a from-scratch GAN
+  given only ten steps would be a straw man).
+* :class:`PretrainedGAN`: chapter 07's recipe. One WGAN-GP trained on *all* training
+  characters at once (:func:`mlcourse.generative.train_gan`), then fine-tuned on the support
+  set with FIGR's inner loop and the same ``adapt_steps`` as FIGR. It knows what strokes look
+  like, but nothing in its training asked it to adapt quickly.
+
+If FIGR does not beat :class:`PretrainedGAN`, the meta-learning added nothing that ordinary
+pretraining did not already give.
+"""
+
+from __future__ import annotations
+
+from ..data.base import ImageClassDataset
+from ..train import History
+from .reptile_gan import ReptileGAN
+
+
+class ScratchGAN(ReptileGAN):
+    """No meta-training: adaptation is training from random weights on the support set."""
+
+    method_name = "scratch-gan"
+
+    def __init__(self, size: int = 28, channels: int = 1, z_dim: int = 64, width: int = 32, inner_lr: float = 1e-3,
+                 n_critic: int = 1, gp_weight: float = 10.0, adapt_steps: int = 300):  # fmt: skip
+        super().__init__(size=size, channels=channels, z_dim=z_dim, width=width, inner_lr=inner_lr, n_critic=n_critic,
+                         gp_weight=gp_weight, adapt_steps=adapt_steps)  # fmt: skip
+
+    def meta_train(self, dataset: ImageClassDataset, *, steps: int = 0, time_budget=None, seed: int = 0, device=None,
+                   progress=True, shots: int = 4, **_) -> History:  # fmt: skip
+        """Nothing to learn before the support set arrives: returns an empty history."""
+        if device is not None:
+            self.to(device)
+        return History()
+
+
+class PretrainedGAN(ReptileGAN):
+    """A WGAN-GP trained on every training character (chapter 07), then fine-tuned like FIGR."""
+
+    method_name = "finetune-gan"
+
+    def __init__(self, size: int = 28, channels: int = 1, z_dim: int = 64, width: int = 32, inner_lr: float = 1e-3,
+                 n_critic: int = 1, gp_weight: float = 10.0, adapt_steps: int = 10, batch_size: int = 32):  # fmt: skip
+        super().__init__(size=size, channels=channels, z_dim=z_dim, width=width, inner_lr=inner_lr, n_critic=n_critic,
+                         gp_weight=gp_weight, adapt_steps=adapt_steps)  # fmt: skip
+        self.batch_size = batch_size
+
+    def meta_train(self, dataset: ImageClassDataset, *, steps: int, time_budget=None, seed: int = 0, device=None,
+                   progress=True, shots: int = 4, **_) -> History:  # fmt: skip
+        """Ordinary WGAN-GP training on all images of ``dataset`` (:func:`~mlcourse.generative.train_gan`:
+        Adam 1e-4, betas (0, 0.9), five critic steps per generator step); ``shots`` is unused."""
+        from ..generative.gan import GAN, train_gan
+
+        gan = GAN(self.generator, self.critic, loss="wgan-gp")
+        _, history = train_gan(dataset, gan, loss="wgan-gp", steps=steps, time_budget=time_budget, batch_size=self.batch_size,
+                               gp_weight=self.gp_weight, seed=seed, device=device, progress=progress)  # fmt: skip
+        self.eval()
+        return history

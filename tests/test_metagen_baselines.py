@@ -1,0 +1,46 @@
+"""The GAN baselines of the few-shot generation benchmark: from scratch, and pretrain-then-fine-tune."""
+
+from __future__ import annotations
+
+import torch
+
+from mlcourse.data.base import ImageClassDataset
+from mlcourse.metagen import FewShotGenerator
+from mlcourse.metagen.baselines import PretrainedGAN, ScratchGAN
+
+
+def tiny_data(n_classes: int = 4, per_class: int = 6) -> ImageClassDataset:
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n_classes * per_class, 1, 16, 16, generator=g) > 0.7).to(torch.uint8) * 255
+    return ImageClassDataset(images, torch.arange(n_classes).repeat_interleave(per_class),
+                             [f"c{i}" for i in range(n_classes)], ["a"] * n_classes, name="tiny")  # fmt: skip
+
+
+def test_scratch_gan_learns_nothing_before_the_support_set(tmp_path):
+    torch.manual_seed(0)
+    model = ScratchGAN(size=16, z_dim=8, width=8, adapt_steps=2)
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    history = model.meta_train(tiny_data(), steps=5, device="cpu")
+    assert "loss" not in history and all(torch.equal(p, before[n]) for n, p in model.state_dict().items())
+    support = torch.rand(4, 1, 16, 16)
+    out = model.generate(support, 6, seed=0)
+    assert out.shape == (6, 1, 16, 16) and torch.equal(out, model.generate(support, 6, seed=0))
+    model.save(tmp_path / "s.pt")
+    again = FewShotGenerator.load(tmp_path / "s.pt")
+    assert isinstance(again, ScratchGAN) and again.adapt_steps == 2 and torch.equal(again.generate(support, 6, seed=0), out)
+
+
+def test_pretrained_gan_trains_on_all_characters_then_adapts_like_figr(tmp_path):
+    torch.manual_seed(0)
+    model = PretrainedGAN(size=16, z_dim=8, width=8, adapt_steps=3, batch_size=8)
+    before = {n: p.clone() for n, p in model.generator.named_parameters()}
+    history = model.meta_train(tiny_data(), steps=4, device="cpu", progress=False)
+    assert len(history["loss"]) == 4
+    assert any(not torch.equal(p, before[n]) for n, p in model.generator.named_parameters())
+    support = torch.rand(4, 1, 16, 16)
+    theta = {n: p.clone() for n, p in model.state_dict().items()}
+    out = model.generate(support, 5, seed=1)
+    assert out.shape == (5, 1, 16, 16) and 0 <= out.min() and out.max() <= 1
+    assert all(torch.equal(p, theta[n]) for n, p in model.state_dict().items())  # adaptation works on a copy
+    model.save(tmp_path / "p.pt")
+    assert torch.equal(FewShotGenerator.load(tmp_path / "p.pt").generate(support, 5, seed=1), out)
