@@ -279,25 +279,28 @@ def test_save_and_load_round_trip(tmp_path):
 
 # -- quality ------------------------------------------------------------------------------
 def test_meta_trained_generator_draws_the_support_sets_shape():
-    """After a short meta-training on six shapes, ten adaptation steps on four drawings of a
-    shape give images nearer (pixel distance to the nearest real drawing) to that shape's
-    *other* drawings than to any other shape's, for every shape; without meta-training the
-    same ten steps leave images far from all of them."""
+    """After a short meta-training on six shapes (a few seconds), images adapted to four
+    drawings of a shape are nearer (pixel distance to the nearest real drawing) to that
+    shape's *other* drawings, which adaptation never saw, than to any other shape's, for every
+    shape; and the meta-learned initialisation adapts better in ten steps than a random one:
+    a nearest-neighbour classifier on the real drawings recognises more of its images."""
     data = shapes(per_class=10)
-    sets = character_sets(data, 4, seed=1)  # support: 4 drawings; rest: the other 6, never seen by adapt
+    sets = character_sets(data, 4, seed=1)  # per shape: 4 support drawings, 6 others to score against
+    real = torch.cat([rest for _, rest in sets]).flatten(1)
+    real_labels = torch.cat([torch.full((len(rest),), c) for c, (_, rest) in enumerate(sets)])
 
-    def distances(model):
-        d = torch.zeros(6, 6)
-        for c, (support, _) in enumerate(sets):
-            fake = model.generate(support, 12, seed=0).flatten(1)
-            for c2, (_, rest) in enumerate(sets):
-                d[c, c2] = torch.cdist(fake, rest.flatten(1)).min(1).values.mean()
-        return d
+    def generated(model, steps):
+        return [model.generate(support, 12, seed=0, steps=steps).flatten(1) for support, _ in sets]
 
-    model = tiny(z_dim=16, inner_steps=5, inner_lr=5e-3, meta_batch=1, adapt_steps=10)
-    untrained = distances(model)
-    model.meta_train(data, steps=100, lr=1.0, seed=0, progress=False, device="cpu")
-    trained = distances(model)
-    own, other = trained.diag(), (trained + 1e9 * torch.eye(6)).min(1).values
-    assert (own < other).all(), trained
-    assert own.mean() < 0.8 * untrained.diag().mean()
+    def recognised(fakes):  # fraction of generated images whose nearest real drawing is of their shape
+        return sum((real_labels[torch.cdist(f, real).argmin(1)] == c).float().mean() for c, f in enumerate(fakes)) / len(fakes)
+
+    model = tiny(z_dim=16, inner_steps=10, inner_lr=1e-2, meta_batch=1, adapt_steps=20)
+    untrained = recognised(generated(model, 10))
+    model.meta_train(data, steps=50, lr=0.5, seed=0, progress=False, device="cpu")
+    distance = torch.stack([torch.stack([torch.cdist(f, rest.flatten(1)).min(1).values.mean() for _, rest in sets])
+                            for f in generated(model, None)])  # [generated from shape c, scored against shape c2]  # fmt: skip
+    own, nearest_other = distance.diag(), (distance + 1e9 * torch.eye(6)).min(1).values
+    assert (own < nearest_other).all(), distance
+    trained = recognised(generated(model, 10))
+    assert trained > untrained + 0.1, (trained, untrained)  # measured: 0.54 against 0.31 (chance: 1/6)
