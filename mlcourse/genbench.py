@@ -98,6 +98,33 @@ METHODS["reptile-vae"] = GenMethod(
 )
 
 
+def _gan(class_name: str, **kwargs):
+    def build(shape):
+        from . import metagen
+
+        return getattr(metagen, class_name)(size=shape[1], channels=shape[0], **kwargs)
+
+    return build
+
+
+METHODS["reptile-gan"] = GenMethod(
+    "FIGR: a WGAN-GP meta-trained with Reptile over characters, adapted by 10 steps on the support set",
+    build=_gan("ReptileGAN"), steps=100000, fast_steps=10, time_budget=900.0, selected_on="none",
+)
+METHODS["reptile-gan-fomaml"] = GenMethod(
+    "FIGR's critic by Reptile, its generator by a first-order MAML gradient",
+    build=_gan("ReptileGAN", variant="fomaml"), steps=100000, fast_steps=10, time_budget=900.0, selected_on="none",
+)
+METHODS["finetune-gan"] = GenMethod(
+    "chapter 07's WGAN-GP trained on all training characters, then FIGR's 10 adaptation steps on the support set",
+    build=_gan("PretrainedGAN"), steps=100000, fast_steps=20, time_budget=900.0, selected_on="none",
+)
+METHODS["scratch-gan"] = GenMethod(
+    "a fresh WGAN-GP trained on the K support images alone (300 steps)",
+    kind="baseline", build=_gan("ScratchGAN"), steps=0, fast_steps=0, time_budget=None, selected_on="none",
+)
+
+
 def register(name: str, method: GenMethod) -> None:
     """Add a row (the method modules call this; tests may add their own)."""
     METHODS[name] = method

@@ -3,6 +3,11 @@
 ==========================  ===============================================================
 :mod:`.common`              the :class:`FewShotGenerator` protocol (``meta_train``,
                             ``generate(support, n, seed)``), character sets, save/load
+:mod:`.reptile_gan`         FIGR: a WGAN-GP meta-trained with Reptile (and a first-order
+                            MAML variant for the generator)
+:mod:`.baselines`           a GAN from scratch on the support set; a GAN pretrained on all
+                            training characters, then fine-tuned the same way
+:mod:`.vae_adapt`           chapter 08's VAE meta-trained with Reptile (optimisation-based)
 ==========================  ===============================================================
 
 Scores for generated characters (Fréchet distance, recognisability, diversity,
@@ -10,6 +15,9 @@ memorisation) are in :mod:`mlcourse.evaluation.generation`; the benchmark is
 ``python -m mlcourse.genbench``.
 """
 
+from .baselines import PretrainedGAN, ScratchGAN
 from .common import FewShotGenerator, character_sets, check_support
+from .reptile_gan import ReptileGAN
+from .vae_adapt import ReptileVAE
 
-__all__ = ["FewShotGenerator", "character_sets", "check_support"]
+__all__ = ["FewShotGenerator", "character_sets", "check_support", "ReptileGAN", "ReptileVAE", "ScratchGAN", "PretrainedGAN"]
