@@ -181,7 +181,10 @@ def _optim(class_name: str, **kwargs):
 # * Adam 2e-3 with the protocol's schedule (halved at each quarter of the 20-minute budget),
 #   rotations and affine augmentation of the training images, as for ProtoNet.
 # * Reptile keeps its own defaults (mlcourse.optim.reptile): 10 tasks, 3 inner Adam steps on
-#   batches of 25 of the 15 images per class; ε decays from 1 to 0 over the budget.
+#   batches of 25 of the 15 images per class; ε decays from 1 to 0 over the budget. Width,
+#   inner steps and test-time steps were searched on validation (Balinese): 64 filters over 32
+#   (+5 points at a fifth of the budget, with a fifth of the outer steps), 3 inner steps over 5,
+#   50 fine-tuning steps at test time over 5 (+0.6 to +1.9 points); docs/results.md.
 def _maml_family(description: str, class_name: str, **model_kwargs) -> Method:
     return Method(
         description, build=_optim(class_name, hidden=32, meta_batch=16, **model_kwargs), steps=5000, fast_steps=5,
@@ -221,8 +224,9 @@ METHODS: dict[str, Method] = {
     "metasgd": _maml_family("Meta-SGD: MAML with learned per-weight inner learning rates (Li et al., 2017)", "MetaSGD", lr_init=0.4, test_inner_steps=1),
     "reptile": Method(
         "Reptile: move the initialisation towards fine-tuned weights (Nichol et al., 2018)",
-        build=_optim("Reptile", hidden=64), steps=20000, fast_steps=5, lr=1.0, train_queries=14, augment=1.0,
+        build=_optim("Reptile", hidden=64, test_inner_steps=50), steps=20000, fast_steps=5, lr=1.0, train_queries=14, augment=1.0,
         time_budget=1200.0, fixed_way=True,
+        selected_on="val",  # width, inner steps, test steps: benchmarks/select_on_val.py, docs/runs/selection/reptile-omniglot
     ),
     "pixel-nn": Method("1-nearest neighbour in pixel space (chapter 01 baseline)", kind="pixel", steps=0, fast_steps=0, rotations=False),
     "pretrained-centroid": Method(
@@ -511,8 +515,21 @@ def _model_signature(method: Method, splits, settings: dict) -> dict:
     if method.kind != "episodic":
         return {}
     model = method.build(splits.train.image_shape, settings["train_ways"], **settings.get("model", {}))
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model._config.items()}
+    # Test-time settings are not part of what was trained: a checkpoint is scored with today's
+    # (or --test-inner-steps'), so choosing them on validation never invalidates a checkpoint.
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model._config.items() if k not in EVAL_SETTINGS}
     return {"class": type(model).__name__, "config": config}
+
+
+# Constructor arguments that only matter at test time (see _model_signature).
+EVAL_SETTINGS = ("test_inner_steps",)
+
+
+def _default_eval_settings(method: Method, splits, settings: dict) -> dict:
+    if method.kind != "episodic":
+        return {}
+    model = method.build(splits.train.image_shape, settings["train_ways"], **settings.get("model", {}))
+    return {k: getattr(model, k) for k in EVAL_SETTINGS if hasattr(model, k)}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -555,7 +572,12 @@ def _try_checkpoint(path, key: dict, method: Method, device, retrain: bool, json
         state = load_checkpoint(path)
     except Exception as error:  # not a checkpoint at all
         fail(PROG, f"--checkpoint {path}: must be a checkpoint written by mlcourse.bench ({type(error).__name__}: {error})")
-    diffs = key_differences(state.get("bench"), key)
+    stored = state.get("bench")
+    if isinstance(stored, dict) and isinstance(stored.get("model"), dict) and isinstance(stored["model"].get("config"), dict):
+        # checkpoints written before test-time settings left the key still match
+        config = {k: v for k, v in stored["model"]["config"].items() if k not in EVAL_SETTINGS}
+        stored = {**stored, "model": {**stored["model"], "config": config}}
+    diffs = key_differences(stored, key)
     if diffs:
         if not retrain:
             fail(PROG, f"--checkpoint {path}: trained with other settings ({'; '.join(diffs[:4])}"
@@ -640,9 +662,11 @@ def main(argv: list[str] | None = None) -> dict:
         _save_checkpoint(args.checkpoint, key, method, model, splits.train, train_seconds, steps_done)
         from_checkpoint, state = False, {}
 
+    # Not part of the checkpoint key: how long to fine-tune on a support set is chosen after
+    # training (on validation), from the same trained model; a loaded model gets today's default.
+    for name, value in _default_eval_settings(method, splits, settings).items():
+        setattr(model, name, value)
     if args.test_inner_steps is not None:
-        # Not part of the checkpoint key: how long to fine-tune on a support set is chosen
-        # after training (on validation), from the same trained model.
         model.test_inner_steps = args.test_inner_steps
     test_inner_steps = getattr(model, "test_inner_steps", None)
     result = evaluate(predict, eval_set, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device,

@@ -128,12 +128,20 @@ def test_inner_loop_flags_reach_the_model_and_test_steps_do_not_touch_the_key(ti
     first = run(args)
     config = torch.load(path, weights_only=False)["bench"]["model"]["config"]
     assert (config["inner_steps"], config["inner_lr"], config["inner_batch"], config["hidden"]) == (2, 0.002, 7, 8)
-    assert first["test_inner_steps"] == 5 and not first["from_checkpoint"]
+    default_steps = bench.METHODS["reptile"].build((1, 28, 28), 5).test_inner_steps
+    assert first["test_inner_steps"] == default_steps and not first["from_checkpoint"]
     # The same checkpoint, scored with more fine-tuning steps: loaded, not retrained.
     again = run(args + ["--test-inner-steps", "3"])
     assert again["from_checkpoint"] and again["test_inner_steps"] == 3
     assert again["checkpoint_train_seconds"] == pytest.approx(first["meta_train_seconds"])
     assert again["fingerprint"] == first["fingerprint"]
+    # A checkpoint whose key still holds the test steps (written before they left the key)
+    # loads, and is scored with today's default, not with the stored value.
+    state = torch.load(path, weights_only=False)
+    state["bench"]["model"]["config"]["test_inner_steps"] = 99
+    torch.save(state, path)
+    old = run(args)
+    assert old["from_checkpoint"] and old["test_inner_steps"] == default_steps
 
 
 @pytest.mark.parametrize("argv, message", [
