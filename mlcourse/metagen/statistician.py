@@ -52,8 +52,8 @@ Both expectations are estimated with one reparameterised sample (one ``c`` per s
 
 Training reweights the bound early on. Without help, the decoder can learn to explain each
 image with ``z`` alone and leave ``c`` unused (the KL of an unused latent is zero, the
-"posterior collapse" of chapter 08). Following the reference implementations of the paper,
-the training objective is::
+"posterior collapse" of chapter 08). Following the public PyTorch reimplementations of the
+paper, the training objective is::
 
     objective = ((1 + alpha) R_D - (C_D + L_D) / (1 + alpha)) / S
 
@@ -90,7 +90,7 @@ from torch import nn
 from ..config import get_device
 from ..data.base import ImageClassDataset
 from ..fewshot import validate_task
-from ..generative.common import as_unit_float, upsampling_plan
+from ..generative.common import upsampling_plan
 from ..generative.vae import binarize, gaussian_kl, log_normal, reparameterize
 from ..train import History, train_loop
 from .common import FewShotGenerator, check_support
@@ -174,7 +174,8 @@ class NeuralStatistician(FewShotGenerator):
     (what each image adds), ``width`` the channels of the first convolution (doubled at each
     stride-2 stage, as in chapter 08's :class:`~mlcourse.generative.vae.ConvVAE`), ``hidden``
     the width of every MLP and of the image features ``h(x)``. The defaults are sized for a
-    laptop CPU (about 0.4 M parameters at 28x28).
+    laptop CPU (about 0.5 M parameters at 28x28; one step on 16 sets of 5 takes about
+    0.07 s on one core).
 
     Protocol used by :func:`conditional_log_likelihood` (a test double can implement it):
     ``context_dim``, :meth:`context`, :meth:`features`, :meth:`posterior_z`,
@@ -333,7 +334,8 @@ class NeuralStatistician(FewShotGenerator):
         per pixel every time, as chapter 08's VAE), and takes one Adam step on the objective
         (``alpha`` decays linearly to 0 over the first half of ``steps``). Only classes with at
         least ``set_size`` images are used. ``seed`` fixes the sets, the binarisation and the
-        reparameterisation noise (the initial weights are the constructor's).
+        reparameterisation noise (the initial weights are the constructor's). With ``history``
+        training continues it: steps are counted from its last one, ``alpha`` included.
 
         Logged per step: ``loss``; ``elbo``, ``reconstruction`` and ``kl_z`` in nats per image;
         ``kl_c`` in nats per *set* (how much the context says about the set); ``alpha``.
@@ -363,7 +365,7 @@ class NeuralStatistician(FewShotGenerator):
             else:
                 classes = eligible_t[torch.randint(len(eligible), (sets_per_batch,), generator=rng)]
             idx = torch.stack([by_class[c][torch.randperm(len(by_class[c]), generator=rng)[:set_size]] for c in classes.tolist()])
-            x = binarize(as_unit_float(dataset.images[idx.flatten()]), "dynamic", rng)
+            x = binarize(dataset.as_float(idx.flatten(), generator=rng), "dynamic", rng)  # augmenting datasets draw from rng
             sets = x.view(sets_per_batch, set_size, *x.shape[1:])
             a = alpha * max(0.0, 1.0 - i / anneal)
             terms = self.set_elbo(sets.to(device), alpha=a, generator=rng)
