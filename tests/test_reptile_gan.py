@@ -149,6 +149,12 @@ def test_step_size_decays_linearly_and_goes_through_reptile_update(monkeypatch):
         assert len(history[key]) == 4
 
 
+def model_copy(state: dict) -> ReptileGAN:
+    m = tiny(variant="fomaml", fomaml_lr=1e-2)
+    m.load_state_dict(state)
+    return m
+
+
 def _hand_generator_gradient(model: ReptileGAN, adapted: AdaptedGAN, z: torch.Tensor) -> dict:
     G, D = copy.deepcopy(model.generator).train(), copy.deepcopy(model.critic)
     with torch.no_grad():
@@ -191,12 +197,6 @@ def test_fomaml_outer_step_is_an_adam_step_on_the_first_order_gradient(monkeypat
         if b.is_floating_point():
             mean_phi = (phis[0].generator_buffers[name] + phis[1].generator_buffers[name]) / 2
             torch.testing.assert_close(b, before["generator." + name] + 0.4 * (mean_phi - before["generator." + name]), atol=1e-6, rtol=0)
-
-
-def model_copy(state: dict) -> ReptileGAN:
-    m = tiny(variant="fomaml", fomaml_lr=1e-2)
-    m.load_state_dict(state)
-    return m
 
 
 def test_fomaml_meta_train_moves_the_generator_by_the_outer_adam_learning_rate():

@@ -97,22 +97,28 @@ The reference code (github.com/LuEE-C/FIGR) uses ``K = 4``, 10 inner iterations 
 and one generator step, SGD at 1e-3 inside, ``λ = 10``, one task per outer step, and
 Adam(1e-4) on ``θ − φ`` outside, for hundreds of thousands of outer steps on a GPU, with
 LayerNorm generators. Here: the same ``K``, ``λ``, 10 inner iterations, ``n_critic = 1`` and
-one task per outer step, but Adam with betas (0, 0.9) at 3e-3 inside (WGAN-GP's optimiser,
-large enough that ten steps visibly move a generator towards a character: at 1e-3 ten steps
-changed nothing one could see), plain Reptile outside (the chapter-05 update, ``ε``
-annealed linearly from 0.5 to 0), 20 adaptation steps at test time (more than in training,
-as Reptile does for classification), and the chapter-07 networks at ``width=32``.
+one task per outer step, but Adam with betas (0, 0.9) inside (WGAN-GP's optimiser) at 3e-3,
+not chapter 07's 1e-4, because a few dozen steps must move the weights far (at 1e-3, ten
+steps changed nothing one could see), plain Reptile outside (the chapter-05 update, ``ε``
+annealed linearly from 0.5 to 0), 100 adaptation steps at test time (far more than in
+training, as Reptile does for classification; see below), and the chapter-07 networks at
+``width=32``.
 
-Costs, measured on one thread of a laptop-class CPU (28 x 28, ``width=32``, ``K = 4``): one inner
-iteration (critic step with penalty, generator step) takes about 20 ms, so one outer step of
-the defaults (one task, 10 iterations) about 0.17 s and adapting to a support set (20
-iterations) about 0.4 s; ten minutes of meta-training are a few thousand outer steps. After
-35 CPU seconds on the small Omniglot background set (211 outer steps), samples adapted to
-held-out characters already differ by character (sparse strokes for a simple one, dense
-ones for a complex one), but they are far from clean characters, which FIGR draws after
+Costs, in CPU time on one thread of a 2-core machine with other jobs running (28 x 28,
+``width=32``, ``K = 4``): one inner iteration (critic step with penalty, generator step) takes
+about 20 ms, so one outer step of the defaults (one task, 10 iterations) about 0.2 s, and
+adapting to a support set (100 iterations) about 2 s; ten minutes of meta-training are a few
+thousand outer steps.
+
+What a short run gives, on the small Omniglot background set (samples adapted to characters
+of held-out alphabets): after 445 outer steps (87 CPU seconds, ``ε`` from 1) the meta-learned
+generator already draws stroke-like, character-like shapes, but 20 adaptation steps hardly
+change them (the samples depend on the noise, not on the support set); 50 steps start to
+and 100 steps visibly bend them towards the support character (loops for a loop, a few
+strokes for a simple katakana). They are far from clean characters, which FIGR draws after
 100,000+ outer steps on a GPU. In the tests, 50 outer steps on six 16 x 16 synthetic shapes
-(``width=8``, about 6 s) already give, after adaptation, images nearer to their own shape's
-unseen drawings than to any other shape's.
+(``width=8``, about 6 s) already give, after 20 adaptation steps, images nearer to their own
+shape's unseen drawings than to any other shape's.
 """
 
 from __future__ import annotations
@@ -197,7 +203,7 @@ class ReptileGAN(FewShotGenerator):
         n_critic: int = 1,
         gp_weight: float = 10.0,
         meta_batch: int = 1,
-        adapt_steps: int = 20,
+        adapt_steps: int = 100,
         final_step_size: float = 0.0,
         variant: str = "reptile",
         fomaml_lr: float = 1e-4,
@@ -347,7 +353,7 @@ class ReptileGAN(FewShotGenerator):
         Logged per outer step, as means over the meta-batch of the means over each inner
         loop: ``loss`` (critic loss, penalty included), ``g_loss``, ``gp``, ``wdist``; and
         ``step_size`` (``ε``). Cost: ``meta_batch x inner_steps`` GAN iterations per outer
-        step on ``K`` images, about 0.17 s with the defaults on one CPU thread (module docstring).
+        step on ``K`` images, about 0.2 s with the defaults on one CPU thread (module docstring).
         """
         _check_int("steps", steps, 0)
         _check_int("shots", shots, 1)
