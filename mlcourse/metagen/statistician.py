@@ -27,8 +27,9 @@ makes the statistic network *permutation invariant* by construction (Zaheer et a
 ``rho(sum_i phi(x_i))``). The mean, rather than the sum, also keeps the pooled vector on the
 same scale for a set of 1 image and for a set of 20, so a network trained on sets of 5 can
 be given any number of support drawings. (More drawings do not make the mean *sharper* on
-their own; the post-pooling MLP only sees their average. That is the price of this simple
-pooling, and one reason the paper's model is called a first step "towards" a statistician.)
+their own: the post-pooling MLP only sees their average, so ``q(c | D)`` cannot grow more
+confident with ``K`` the way an exact posterior would. That is the price of this simple
+pooling.)
 
 The set ELBO
 ~~~~~~~~~~~~
@@ -50,9 +51,10 @@ minus the ELBO divided by ``S`` (nats per image, comparable with chapter 08's VA
 Both expectations are estimated with one reparameterised sample (one ``c`` per set, one
 ``z_i`` per image); both KLs are between Gaussians and analytic.
 
-Training reweights the bound early on. Without help, the decoder can learn to explain each
-image with ``z`` alone and leave ``c`` unused (the KL of an unused latent is zero, the
-"posterior collapse" of chapter 08). Following the public PyTorch reimplementations of the
+Training reweights the bound early on. The decoder first learns the average image, and a
+latent it does not yet use costs KL without paying it back, so both ``c`` and ``z`` can stay
+on their priors (the "posterior collapse" of chapter 08; tiny models trained at a high
+learning rate do this here). Following the public PyTorch reimplementations of the
 paper, the training objective is::
 
     objective = ((1 + alpha) R_D - (C_D + L_D) / (1 + alpha)) / S
@@ -174,8 +176,9 @@ class NeuralStatistician(FewShotGenerator):
     (what each image adds), ``width`` the channels of the first convolution (doubled at each
     stride-2 stage, as in chapter 08's :class:`~mlcourse.generative.vae.ConvVAE`), ``hidden``
     the width of every MLP and of the image features ``h(x)``. The defaults are sized for a
-    laptop CPU (about 0.5 M parameters at 28x28; one step on 16 sets of 5 takes about
-    0.07 s on one core).
+    laptop CPU: about 0.5 M parameters at 28x28, and one step on 16 sets of 5 costs about
+    0.03 s of CPU time on one core (measured: 394 steps, 12 CPU seconds, on the glyph training
+    split reach 50% 5-way 1-shot accuracy with :meth:`predict` on its test split).
 
     Protocol used by :func:`conditional_log_likelihood` (a test double can implement it):
     ``context_dim``, :meth:`context`, :meth:`features`, :meth:`posterior_z`,
