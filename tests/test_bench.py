@@ -165,7 +165,7 @@ def test_split_val_scores_validation_alphabets_and_says_so(tiny, capsys):
     assert val["split"] == "val" and val["eval_alphabets"] == ["val-alphabet0", "val-alphabet1"]
     assert test["split"] == "test" and test["eval_alphabets"] == ["test-alphabet0", "test-alphabet1"]
     assert val["train_alphabets"] == test["train_alphabets"] == ["train-alphabet0", "train-alphabet1"]
-    assert val["defaults_selected_on"] in ("val", "test") and len(val["episode_accuracies"]) == 3
+    assert val["defaults_selected_on"] in bench.SELECTED_ON and len(val["episode_accuracies"]) == 3
     assert val["fingerprint"] != test["fingerprint"]
 
 
