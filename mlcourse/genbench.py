@@ -108,7 +108,7 @@ def _gan(class_name: str, **kwargs):
 
 
 METHODS["reptile-gan"] = GenMethod(
-    "FIGR: a WGAN-GP meta-trained with Reptile over characters, adapted by 10 steps on the support set",
+    "FIGR: a WGAN-GP meta-trained with Reptile over characters, adapted by 100 steps on the support set",
     build=_gan("ReptileGAN"), steps=100000, fast_steps=10, time_budget=900.0, selected_on="none",
 )
 METHODS["reptile-gan-fomaml"] = GenMethod(
@@ -116,12 +116,24 @@ METHODS["reptile-gan-fomaml"] = GenMethod(
     build=_gan("ReptileGAN", variant="fomaml"), steps=100000, fast_steps=10, time_budget=900.0, selected_on="none",
 )
 METHODS["finetune-gan"] = GenMethod(
-    "chapter 07's WGAN-GP trained on all training characters, then FIGR's 10 adaptation steps on the support set",
+    "chapter 07's WGAN-GP trained on all training characters, then FIGR's 100 adaptation steps on the support set",
     build=_gan("PretrainedGAN"), steps=100000, fast_steps=20, time_budget=900.0, selected_on="none",
 )
 METHODS["scratch-gan"] = GenMethod(
     "a fresh WGAN-GP trained on the K support images alone (300 steps)",
     kind="baseline", build=_gan("ScratchGAN"), steps=0, fast_steps=0, time_budget=None, selected_on="none",
+)
+
+
+def _statistician(shape):
+    from .metagen import NeuralStatistician
+
+    return NeuralStatistician(size=shape[1], channels=shape[0])
+
+
+METHODS["statistician"] = GenMethod(
+    "the Neural Statistician: a context vector inferred from the support set conditions a VAE",
+    build=_statistician, steps=100000, fast_steps=60, time_budget=900.0, likelihood=True, selected_on="none",
 )
 
 
@@ -237,9 +249,13 @@ def _trained_model(args, method: GenMethod, splits, settings: dict, device, prog
             fail(PROG, f"--checkpoint {args.checkpoint}: trained with other settings ({'; '.join(diffs[:4])}); "
                        "pass --retrain to train anew and overwrite it, or choose another path")  # fmt: skip
     model = model.to(device)
+    import inspect
+
+    options = dict(method.train_options)
+    if "shots" in inspect.signature(model.meta_train).parameters:  # tasks of K drawings (not the statistician's sets)
+        options.setdefault("shots", settings["train_shots"])
     history = model.meta_train(splits.train, steps=settings["steps"], time_budget=settings["time_budget"],
-                               seed=settings["seed"], device=device, progress=progress, shots=settings["train_shots"],
-                               **method.train_options)  # fmt: skip
+                               seed=settings["seed"], device=device, progress=progress, **options)  # fmt: skip
     steps_done = len(history["loss"]) if "loss" in history else settings["steps"]
     if args.checkpoint:
         model.save(args.checkpoint, genbench=key, meta_train_seconds=history.seconds, meta_train_steps=steps_done)

@@ -7,6 +7,9 @@
                             MAML variant for the generator)
 :mod:`.baselines`           a GAN from scratch on the support set; a GAN pretrained on all
                             training characters, then fine-tuned the same way
+:mod:`.statistician`        the Neural Statistician: a set-conditioned VAE, the set ELBO,
+                            conditional log-likelihood by importance sampling, one-shot
+                            classification through the context posterior
 :mod:`.vae_adapt`           chapter 08's VAE meta-trained with Reptile (optimisation-based)
 ==========================  ===============================================================
 
@@ -17,7 +20,9 @@ memorisation) are in :mod:`mlcourse.evaluation.generation`; the benchmark is
 
 from .baselines import PretrainedGAN, ScratchGAN
 from .common import FewShotGenerator, character_sets, check_support
-from .reptile_gan import ReptileGAN
+from .reptile_gan import AdaptedGAN, ReptileGAN
+from .statistician import NeuralStatistician, conditional_log_likelihood, importance_log_likelihood
 from .vae_adapt import ReptileVAE
 
-__all__ = ["FewShotGenerator", "character_sets", "check_support", "ReptileGAN", "ReptileVAE", "ScratchGAN", "PretrainedGAN"]
+__all__ = ["FewShotGenerator", "character_sets", "check_support", "ReptileGAN", "AdaptedGAN", "ReptileVAE", "ScratchGAN",
+           "PretrainedGAN", "NeuralStatistician", "conditional_log_likelihood", "importance_log_likelihood"]

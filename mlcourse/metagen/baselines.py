@@ -5,11 +5,11 @@ the same generator, the same WGAN-GP critic, the same inner loop on the support 
 only difference from the meta-learned row is where the starting weights come from:
 
 * :class:`ScratchGAN`: from nowhere. A freshly initialised GAN trained on the ``K`` support
-  images alone, for ``adapt_steps`` iterations (many more than FIGR's ten: a from-scratch GAN
-  given only ten steps would be a straw man).
+  images alone, for ``adapt_steps`` iterations (300, three times FIGR's adaptation: a
+  from-scratch GAN given only FIGR's steps would be a straw man).
 * :class:`PretrainedGAN`: chapter 07's recipe. One WGAN-GP trained on *all* training
   characters at once (:func:`mlcourse.generative.train_gan`), then fine-tuned on the support
-  set with FIGR's inner loop and the same ``adapt_steps`` as FIGR. It knows what strokes look
+  set with FIGR's inner loop, the same ``adapt_steps`` (100) and inner learning rate. It knows what strokes look
   like, but nothing in its training asked it to adapt quickly.
 
 If FIGR does not beat :class:`PretrainedGAN`, the meta-learning added nothing that ordinary
@@ -28,7 +28,7 @@ class ScratchGAN(ReptileGAN):
 
     method_name = "scratch-gan"
 
-    def __init__(self, size: int = 28, channels: int = 1, z_dim: int = 64, width: int = 32, inner_lr: float = 1e-3,
+    def __init__(self, size: int = 28, channels: int = 1, z_dim: int = 64, width: int = 32, inner_lr: float = 3e-3,
                  n_critic: int = 1, gp_weight: float = 10.0, adapt_steps: int = 300):  # fmt: skip
         super().__init__(size=size, channels=channels, z_dim=z_dim, width=width, inner_lr=inner_lr, n_critic=n_critic,
                          gp_weight=gp_weight, adapt_steps=adapt_steps)  # fmt: skip
@@ -46,8 +46,8 @@ class PretrainedGAN(ReptileGAN):
 
     method_name = "finetune-gan"
 
-    def __init__(self, size: int = 28, channels: int = 1, z_dim: int = 64, width: int = 32, inner_lr: float = 1e-3,
-                 n_critic: int = 1, gp_weight: float = 10.0, adapt_steps: int = 10, batch_size: int = 32):  # fmt: skip
+    def __init__(self, size: int = 28, channels: int = 1, z_dim: int = 64, width: int = 32, inner_lr: float = 3e-3,
+                 n_critic: int = 1, gp_weight: float = 10.0, adapt_steps: int = 100, batch_size: int = 32):  # fmt: skip
         super().__init__(size=size, channels=channels, z_dim=z_dim, width=width, inner_lr=inner_lr, n_critic=n_critic,
                          gp_weight=gp_weight, adapt_steps=adapt_steps)  # fmt: skip
         self.batch_size = batch_size

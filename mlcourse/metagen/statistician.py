@@ -422,6 +422,11 @@ class NeuralStatistician(FewShotGenerator):
 
     # -- one-shot classification ------------------------------------------------------------
     @torch.no_grad()
+    def conditional_log_likelihood(self, x: torch.Tensor, support: torch.Tensor | None = None, k: int = 100, *,
+                                   seed: int = 0) -> torch.Tensor:  # fmt: skip
+        """:func:`conditional_log_likelihood` of this model (the method form the benchmark calls)."""
+        return conditional_log_likelihood(self, x, support, k, seed=seed)
+
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
         """Logits ``[Q, N]``: ``logit[q, j] = -KL(q(c | {x_q}) || q(c | D_j))``, the paper's rule.
 
