@@ -63,12 +63,42 @@ def rows(runs: Path, data: str) -> list[str]:
     return out
 
 
+# Pairs compared on the test episodes (every final test run uses the same 600 episodes).
+PAIRS = [("protonet", "matching-fce"), ("protonet", "protonet-cosine"), ("matching-fce", "matching"),
+         ("protonet", "relation"), ("matching", "relation"), ("relation", "siamese"), ("protonet", "maml"),
+         ("maml", "anil"), ("anil", "metasgd"), ("maml", "fomaml"), ("maml", "reptile"), ("fomaml", "reptile")]  # fmt: skip
+
+
+def paired(runs: Path, data: str) -> list[str]:
+    """Paired differences on the test episodes between the chosen models (each scored once)."""
+    from mlcourse.evaluate import compare
+
+    finals = {}
+    for method in ORDER:
+        found = sorted((runs / f"{method}-{data}").glob("final-test-*.json"))
+        if found:
+            finals[method] = json.loads(found[0].read_text())
+    out = ["| A − B (test episodes) | difference, points | 95% CI | p (sign flip) | A better / worse / tied |",
+           "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for a, b in PAIRS:
+        if a in finals and b in finals:
+            c = compare(finals[a], finals[b], names=(a, b))
+            p_text = "≤ 0.0001" if c.p_value <= 1e-4 else f"{c.p_value:.2g}"
+            out.append(f"| {a} − {b} | {100 * c.difference:+.2f} | ± {100 * c.ci95:.2f} | {p_text} | "
+                       f"{c.wins} / {c.losses} / {c.ties} |")  # fmt: skip
+    return out
+
+
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default="docs/runs/selection")
     p.add_argument("--data", default="omniglot")
+    p.add_argument("--paired", action="store_true", help="also the paired differences on the test episodes")
     args = p.parse_args(argv)
-    text = "\n".join(rows(Path(args.runs), args.data))
+    lines = rows(Path(args.runs), args.data)
+    if args.paired:
+        lines += [""] + paired(Path(args.runs), args.data)
+    text = "\n".join(lines)
     print(text)
     return text
 
