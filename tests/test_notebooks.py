@@ -4,6 +4,7 @@ The notebooks themselves are executed by nbval (see README: the test command pas
 ``chapters`` and ``solutions`` to pytest with ``--nbval-lax``)."""
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -88,3 +89,11 @@ def test_unsolved_exercise_checks_fail_with_messages(sol, ex):
         assert errors, f"check cell `{cell.source.strip()}` passed on an unsolved exercise"
         assert errors[0].ename == "CheckFailed", f"`{cell.source.strip()}` raised {errors[0].ename}: {errors[0].evalue}"
         assert "is not implemented yet" in errors[0].evalue
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.ipynb")), ids=lambda p: p.name)
+def test_chapter_title_is_one_clean_heading(path):
+    """The first line is "# NN · Title": one level-1 heading, nothing stray (a "# # 07" renders a "#")."""
+    first = json.loads(path.read_text())["cells"][0]
+    line = "".join(first["source"]).splitlines()[0]
+    assert first["cell_type"] == "markdown" and re.fullmatch(r"# \d\d · [^#].*", line), line
