@@ -2,8 +2,10 @@
 
 Each *task* is a sine wave ``y = A sin(x - φ)`` with amplitude ``A ~ U[0.1, 5]`` and phase
 ``φ ~ U[0, π]``, observed at ``x ~ U[-5, 5]``. Given K points of a new wave, regress the whole
-curve. A network *pretrained* on all tasks at once can only learn their average, which is
-about zero everywhere (the phases cancel), and a few gradient steps from there go slowly.
+curve. A network *pretrained* on all tasks at once can only learn their average wave,
+``E[A] E[sin(x - φ)] = 2.55 · (−2/π) cos x ≈ −1.62 cos x`` (with φ in ``[0, π]`` only, the
+phases do *not* cancel), one fixed curve whatever the task, and a few gradient steps from
+there go slowly.
 MAML learns an initialisation from which a few steps on K points recover the wave.
 
 Everything here is small enough to train in seconds on a CPU; chapter 04 plots it and puts

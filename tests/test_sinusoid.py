@@ -34,3 +34,19 @@ def test_widget_callback_draws_without_a_browser():
     assert len(c.predictions["m"]) == 4 and len(c.mse["m"]) == 4
     axes = sinusoid.plot_adaptation(c, step=2)
     assert len(axes[0].lines) == 2  # truth + one model
+
+
+def test_the_average_task_is_minus_1_62_cos_x_not_flat():
+    """What a pretrained model can at best learn: the mean wave over tasks (the docs quote it)."""
+    import math
+
+    from mlcourse import sinusoid
+
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    amplitude = sinusoid.AMPLITUDE[0] + (sinusoid.AMPLITUDE[1] - sinusoid.AMPLITUDE[0]) * torch.rand(n, generator=g)
+    phase = sinusoid.PHASE[0] + (sinusoid.PHASE[1] - sinusoid.PHASE[0]) * torch.rand(n, generator=g)
+    x = torch.linspace(-5, 5, 11)
+    mean_wave = (amplitude[:, None] * torch.sin(x[None] - phase[:, None])).mean(0)
+    expected = -(sinusoid.AMPLITUDE[0] + sinusoid.AMPLITUDE[1]) / 2 * (2 / math.pi) * torch.cos(x)
+    assert torch.allclose(mean_wave, expected, atol=0.03) and expected.abs().max() > 1.6
