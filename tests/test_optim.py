@@ -713,3 +713,22 @@ def test_errors_raise_value_error(blobs):
         adapt(net, params, {}, sx[0], sy[0], steps=-1, lr=0.1)
     with pytest.raises(ValueError, match="number of tasks"):
         meta_gradient(net, (sx, sy, qx[:1], qy), inner_steps=1, inner_lr=0.1)
+
+
+def test_meta_sgd_meta_gradient_is_the_transposed_jacobian_product():
+    """Chapter 06's formula: ∇_θ L^q(θ') = (I − H diag(α)) ∇L^q(θ'), with θ' = θ − diag(α) ∇L^s(θ)."""
+    torch.manual_seed(0)
+    a = torch.randn(4, 4, dtype=torch.float64)
+    h = a @ a.T + torch.eye(4, dtype=torch.float64)  # the support loss's Hessian (a quadratic loss)
+    b, c = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    alpha = torch.tensor([0.1, 0.5, 0.02, 0.3], dtype=torch.float64)
+    theta = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    support_loss = lambda t: 0.5 * t @ h @ t + b @ t  # noqa: E731
+    query_loss = lambda t: ((t - c) ** 2).sum()  # noqa: E731
+    (g_s,) = torch.autograd.grad(support_loss(theta), theta, create_graph=True)
+    adapted = theta - alpha * g_s
+    (autograd,) = torch.autograd.grad(query_loss(adapted), theta)
+    g_q = 2 * (adapted.detach() - c)
+    right = (torch.eye(4, dtype=torch.float64) - h @ torch.diag(alpha)) @ g_q
+    wrong = (torch.eye(4, dtype=torch.float64) - torch.diag(alpha) @ h) @ g_q
+    assert torch.allclose(autograd, right) and not torch.allclose(autograd, wrong, atol=1e-3)
