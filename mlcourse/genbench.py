@@ -351,7 +351,9 @@ def main(argv: list[str] | None = None) -> dict:
         "defaults_selected_on": method.selected_on, "train_alphabets": sorted(set(splits.train.class_groups)),
         "eval_alphabets": sorted(set(eval_set.class_groups)), "shots": args.shots, "characters": n_chars,
         "samples": samples, "ways": args.ways, "summary": scores.summary(), "scores": scores.as_dict(),
-        "fingerprint": _fingerprint(sets, args.eval_seed, args.ways), "feature_net": getattr(net, "description", ""),
+        # of the characters, supports and the images scored against: the real-vs-real floor,
+        # scored against half of them, gets another one and is never paired with model rows
+        "fingerprint": _fingerprint(scored_sets, args.eval_seed, args.ways), "feature_net": getattr(net, "description", ""),
         "meta_train_seconds": train_seconds, "meta_train_steps": steps_done, "from_checkpoint": loaded,
         "train": {k: v for k, v in settings.items()}, "score_seconds": score_seconds, "device": str(device),
         "threads": torch.get_num_threads(), "mode": settings["mode"], "torch": torch.__version__,
