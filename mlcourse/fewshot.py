@@ -83,6 +83,27 @@ def constructor_arguments(obj) -> dict:
     return {name: frame.f_locals[name] for name in sig.parameters if name != "self" and name in frame.f_locals}  # type: ignore[union-attr]
 
 
+def rebuild(path, base, cls, modules, map_location="cpu"):
+    """The model saved at ``path`` by ``save``: its class looked up in ``base.registry`` (after
+    importing ``modules``, where the course's models register themselves), built from the
+    stored constructor arguments, weights loaded, in eval mode; refused when it is not a ``cls``."""
+    import importlib
+
+    state = load_checkpoint(path, map_location=map_location)
+    name = state.get("class")
+    if name not in base.registry:
+        for module in modules:
+            importlib.import_module(module)
+    if name not in base.registry:
+        raise ValueError(f"{path}: unknown model class {name!r} (known: {sorted(base.registry)})")
+    model_cls = base.registry[name]
+    if cls is not base and not issubclass(model_cls, cls):
+        raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
+    model = model_cls(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
 class FewShotClassifier(nn.Module):
     """Base class: episodic meta-training, chunked prediction, save/load.
 
@@ -237,19 +258,5 @@ class FewShotClassifier(nn.Module):
     @classmethod
     def load(cls, path: str | Path, map_location="cpu") -> "FewShotClassifier":
         """Rebuild a model saved with :meth:`save`."""
-        state = load_checkpoint(path, map_location=map_location)
-        name = state.get("class")
-        if name not in FewShotClassifier.registry:
-            # the course's classifiers register themselves when their module is imported
-            import importlib
-
-            for module in ("mlcourse.metric", "mlcourse.metric.siamese", "mlcourse.optim"):
-                importlib.import_module(module)
-        if name not in FewShotClassifier.registry:
-            raise ValueError(f"{path}: unknown model class {name!r} (known: {sorted(FewShotClassifier.registry)})")
-        model_cls = FewShotClassifier.registry[name]
-        if cls is not FewShotClassifier and not issubclass(model_cls, cls):
-            raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
-        model = model_cls(**state["config"])
-        model.load_state_dict(state["state_dict"])
-        return model.eval()
+        # the course's classifiers register themselves when their module is imported
+        return rebuild(path, FewShotClassifier, cls, ("mlcourse.metric", "mlcourse.metric.siamese", "mlcourse.optim"), map_location)

@@ -7,15 +7,7 @@ import torch
 
 from mlcourse import genbench
 from mlcourse.metrics import random_feature_net
-from test_bench import tiny_splits
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_bench import _one_thread, tiny_splits  # noqa: F401  (_one_thread: an autouse fixture, active here too)
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..data.base import ImageClassDataset
-from ..fewshot import constructor_arguments
-from ..train import History, load_checkpoint, save_checkpoint
+from ..fewshot import constructor_arguments, rebuild
+from ..train import History, save_checkpoint
 
 
 def check_support(support: torch.Tensor, image_shape: tuple[int, int, int] | None = None, name: str = "support") -> torch.Tensor:
@@ -115,17 +115,4 @@ class FewShotGenerator(nn.Module):
     @classmethod
     def load(cls, path: str | Path, map_location="cpu") -> "FewShotGenerator":
         """Rebuild a model saved with :meth:`save`."""
-        import importlib
-
-        state = load_checkpoint(path, map_location=map_location)
-        name = state.get("class")
-        if name not in FewShotGenerator.registry:
-            importlib.import_module("mlcourse.metagen")  # the course's generators register on import
-        if name not in FewShotGenerator.registry:
-            raise ValueError(f"{path}: unknown generator class {name!r} (known: {sorted(FewShotGenerator.registry)})")
-        model_cls = FewShotGenerator.registry[name]
-        if cls is not FewShotGenerator and not issubclass(model_cls, cls):
-            raise ValueError(f"{path} holds a {name}, not a {cls.__name__}")
-        model = model_cls(**state["config"])
-        model.load_state_dict(state["state_dict"])
-        return model.eval()
+        return rebuild(path, FewShotGenerator, cls, ("mlcourse.metagen",), map_location)
