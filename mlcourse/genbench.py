@@ -125,6 +125,12 @@ METHODS["scratch-gan"] = GenMethod(
 )
 
 
+METHODS["vae"] = GenMethod(
+    "chapter 08's VAE trained on all training characters; it ignores the support set unless --adapt-steps fine-tunes it",
+    build=_gan("PretrainedVAE"), steps=100000, fast_steps=30, time_budget=600.0, likelihood=True, selected_on="none",
+)
+
+
 def _statistician(shape):
     from .metagen import NeuralStatistician
 
@@ -135,6 +141,10 @@ METHODS["statistician"] = GenMethod(
     "the Neural Statistician: a context vector inferred from the support set conditions a VAE",
     build=_statistician, steps=100000, fast_steps=60, time_budget=900.0, likelihood=True, selected_on="none",
 )
+
+
+#: the rows whose models adapt to a support set by gradient steps (``model.adapt_steps``)
+ADAPTING = ("reptile-gan", "reptile-gan-fomaml", "finetune-gan", "scratch-gan", "reptile-vae", "vae")
 
 
 def register(name: str, method: GenMethod) -> None:
@@ -157,6 +167,9 @@ def build_parser():
     p.add_argument("--eval-seed", type=int, default=12345, help="seed of the characters, supports, distractors and samples")
     p.add_argument("--steps", type=int, default=None, help="meta-training steps (default: per method)")
     p.add_argument("--time-budget", type=float, default=None, help="cap on meta-training seconds (default: per method; 0 = none)")
+    p.add_argument("--adapt-steps", type=int, default=None,
+                   help="steps of adaptation to the support set, for the methods that adapt by training (default: per method); "
+                        "an evaluation setting: one checkpoint serves every value")
     p.add_argument("--nll-shots", default="0,1,2,4,9", help="support sizes of the conditional NLL (likelihood models)")
     p.add_argument("--nll-k", type=int, default=None, help="importance samples per image for the NLL (default 100, fast 10)")
     p.add_argument("--checkpoint", default=None, help="load the model from PATH if trained with these settings, else train and save")
@@ -177,7 +190,7 @@ def _check_arguments(p, args) -> list[int]:
         bad_argument(PROG, "METHOD", args.method, "one of " + ", ".join(METHODS))
     for name, value, low in (("--shots", args.shots, 1), ("--characters", args.characters, 2), ("--samples", args.samples, 2),
                              ("--ways", args.ways, 2), ("--steps", args.steps, 1), ("--nll-k", args.nll_k, 1),
-                             ("--size", args.size, 16), ("--threads", args.threads, 1)):  # fmt: skip
+                             ("--size", args.size, 16), ("--threads", args.threads, 1), ("--adapt-steps", args.adapt_steps, 0)):  # fmt: skip
         check_at_least(PROG, name, value, low)
     if args.time_budget is not None and not args.time_budget >= 0:
         bad_argument(PROG, "--time-budget", args.time_budget, "a number of at least 0")
@@ -187,6 +200,8 @@ def _check_arguments(p, args) -> list[int]:
         bad_argument(PROG, "--nll-shots", args.nll_shots, "support sizes separated by commas, like 0,1,2,4,9")
     if nll_shots and nll_shots[0] < 0:
         bad_argument(PROG, "--nll-shots", args.nll_shots, "sizes of at least 0")
+    if args.adapt_steps is not None and args.method not in ADAPTING:
+        fail(PROG, f"--adapt-steps: {args.method} does not adapt by training; the option is for " + ", ".join(ADAPTING))
     if args.retrain and not args.checkpoint:
         fail(PROG, "--retrain: only makes sense with --checkpoint PATH")
     if args.ways > (args.characters or 50):
@@ -336,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
         model = None
     else:
         model, train_seconds, steps_done, loaded = _trained_model(args, method, splits, settings, device, progress, args.json)
+        if args.adapt_steps is not None:  # an evaluation setting: not part of the checkpoint's key
+            model.adapt_steps = args.adapt_steps
 
         def generate(support, n, seed):
             with torch.no_grad():
@@ -355,6 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
         # scored against half of them, gets another one and is never paired with model rows
         "fingerprint": _fingerprint(scored_sets, args.eval_seed, args.ways), "feature_net": getattr(net, "description", ""),
         "meta_train_seconds": train_seconds, "meta_train_steps": steps_done, "from_checkpoint": loaded,
+        "adapt_steps": getattr(model, "adapt_steps", None),
         "train": {k: v for k, v in settings.items()}, "score_seconds": score_seconds, "device": str(device),
         "threads": torch.get_num_threads(), "mode": settings["mode"], "torch": torch.__version__,
         "mlcourse": mlcourse.__version__, "seed": args.seed, "eval_seed": args.eval_seed,
@@ -384,6 +402,8 @@ def format_table(r: dict) -> str:
     rows.append(("pooled FD", f"{s['pooled_fd']:.2f}"))
     for shots, v in r.get("nll_by_shots", {}).items():
         rows.append((f"NLL | {shots} images", f"{v['mean']:.2f} ± {v['ci95']:.2f} nats"))
+    if r.get("adapt_steps") is not None:
+        rows.append(("adaptation", f"{r['adapt_steps']} steps on the support set"))
     rows.append(("meta-training", f"{r['meta_train_seconds']:.1f} s, {r['meta_train_steps']} steps"
                  + (" (loaded checkpoint)" if r["from_checkpoint"] else "")))
     rows.append(("device", f"{r['device']} (torch threads: {r['threads']}), torch {r['torch']}"))

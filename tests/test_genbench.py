@@ -43,6 +43,8 @@ def test_reference_rows_score_the_same_characters_and_say_what_they_are(tiny, ca
     (["real", "--nll-shots", "a,b"], "--nll-shots a,b"),
     (["real", "--samples", "1"], "--samples 1"),
     (["real", "--retrain"], "--retrain"),
+    (["statistician", "--adapt-steps", "3"], "statistician does not adapt by training"),
+    (["reptile-gan", "--adapt-steps", "-1"], "--adapt-steps -1"),
 ])  # fmt: skip
 def test_bad_arguments_get_one_line_and_exit_2(tiny, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -70,3 +72,38 @@ def test_genbench_table_pairs_runs_on_the_same_characters_only(tiny, tmp_path, c
         table.main([str(files["real"]), str(files["jitter"]), "--against", "jitter"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "different characters" in err
+
+
+def test_adaptation_steps_are_an_evaluation_setting_one_checkpoint_serves_every_value(tiny, tmp_path):
+    path = str(tmp_path / "figr.pt")
+    args = ["reptile-gan", "--characters", "5", "--samples", "4", "--ways", "3", "--checkpoint", path]
+    first = run(args)
+    assert not first["from_checkpoint"] and first["adapt_steps"] == 100  # the method's default
+    again = run(args + ["--adapt-steps", "2"])
+    assert again["from_checkpoint"] and again["adapt_steps"] == 2 and again["fingerprint"] == first["fingerprint"]
+    assert again["scores"]["fd"] != first["scores"]["fd"]  # the value is used
+
+
+def test_genbench_select_chooses_the_lowest_validation_criterion_and_scores_test_once(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("genbench_select", Path(__file__).resolve().parents[1] / "benchmarks" / "genbench_select.py")
+    select = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(select)
+    out = tmp_path / "sel"
+    argv = ["scratch-gan", "--data", "glyphs", "--adapt-steps", "0,3", "--out", str(out), "--final", "--",
+            "--fast", "--characters", "5", "--samples", "4", "--ways", "3", "--threads", "1"]
+    result = select.main(argv)
+    vals = {v: json.loads((out / f"scratch-gan-glyphs-val-adapt{v}.json").read_text())["summary"]["fd"]["mean"] for v in (0, 3)}
+    assert result["chosen"] == min(vals, key=vals.get) and set(result["validation"]) == {"0", "3"}
+    test = json.loads((out / "scratch-gan-glyphs-test.json").read_text())
+    assert test["split"] == "test" and test["adapt_steps"] == result["chosen"]
+    assert sorted(p.name for p in out.glob("*test*.json")) == ["scratch-gan-glyphs-test.json"]  # test scored once
+    assert "(chosen)" in (out / "scratch-gan-glyphs-selection.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        select.main(["statistician", "--adapt-steps", "1,2", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "does not adapt by training" in err

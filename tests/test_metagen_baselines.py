@@ -44,3 +44,24 @@ def test_pretrained_gan_trains_on_all_characters_then_adapts_like_figr(tmp_path)
     assert all(torch.equal(p, theta[n]) for n, p in model.state_dict().items())  # adaptation works on a copy
     model.save(tmp_path / "p.pt")
     assert torch.equal(FewShotGenerator.load(tmp_path / "p.pt").generate(support, 5, seed=1), out)
+
+
+def test_pretrained_vae_lowers_its_loss_ignores_the_support_at_zero_steps_and_adapts_when_asked(tmp_path):
+    from mlcourse.generative.vae import binarize_fixed
+    from mlcourse.metagen import PretrainedVAE
+
+    torch.manual_seed(0)
+    model = PretrainedVAE(size=16, latent_dim=4, width=8, hidden=32, batch_size=8, lr=3e-3)
+    history = model.meta_train(tiny_data(), steps=60, device="cpu", progress=False)
+    assert sum(history["loss"][-10:]) < sum(history["loss"][:10])  # the ELBO rises on the training images
+    x = binarize_fixed(torch.rand(3, 1, 16, 16), seed=0)
+    support = torch.rand(4, 1, 16, 16)
+    ll_none = model.conditional_log_likelihood(x, support[:0], k=8, seed=0)
+    ll_four = model.conditional_log_likelihood(x, support, k=8, seed=0)
+    assert model.adapt_steps == 0 and torch.allclose(ll_none, ll_four)  # chapter 08's VAE: the support is ignored
+    model.adapt_steps = 3
+    assert not torch.allclose(model.conditional_log_likelihood(x, support, k=8, seed=0), ll_none)
+    model.save(tmp_path / "v.pt")
+    again = FewShotGenerator.load(tmp_path / "v.pt")
+    again.adapt_steps = 3  # an evaluation setting: the checkpoint keeps the constructor's value
+    assert isinstance(again, PretrainedVAE) and torch.equal(again.generate(support, 4, seed=2), model.generate(support, 4, seed=2))

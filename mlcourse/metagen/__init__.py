@@ -5,8 +5,8 @@
                             ``generate(support, n, seed)``), character sets, save/load
 :mod:`.reptile_gan`         FIGR: a WGAN-GP meta-trained with Reptile (and a first-order
                             MAML variant for the generator)
-:mod:`.baselines`           a GAN from scratch on the support set; a GAN pretrained on all
-                            training characters, then fine-tuned the same way
+:mod:`.baselines`           a GAN from scratch on the support set; a GAN (and chapter 08's
+                            VAE) pretrained on all training characters, then fine-tuned
 :mod:`.statistician`        the Neural Statistician: a set-conditioned VAE, the set ELBO,
                             conditional log-likelihood by importance sampling, one-shot
                             classification through the context posterior
@@ -18,11 +18,11 @@ memorisation) are in :mod:`mlcourse.evaluation.generation`; the benchmark is
 ``python -m mlcourse.genbench``.
 """
 
-from .baselines import PretrainedGAN, ScratchGAN
+from .baselines import PretrainedGAN, PretrainedVAE, ScratchGAN
 from .common import FewShotGenerator, character_sets, check_support
 from .reptile_gan import AdaptedGAN, ReptileGAN
 from .statistician import NeuralStatistician, conditional_log_likelihood, importance_log_likelihood
 from .vae_adapt import ReptileVAE
 
 __all__ = ["FewShotGenerator", "character_sets", "check_support", "ReptileGAN", "AdaptedGAN", "ReptileVAE", "ScratchGAN",
-           "PretrainedGAN", "NeuralStatistician", "conditional_log_likelihood", "importance_log_likelihood"]
+           "PretrainedGAN", "PretrainedVAE", "NeuralStatistician", "conditional_log_likelihood", "importance_log_likelihood"]

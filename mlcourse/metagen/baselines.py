@@ -14,6 +14,13 @@ only difference from the meta-learned row is where the starting weights come fro
 
 If FIGR does not beat :class:`PretrainedGAN`, the meta-learning added nothing that ordinary
 pretraining did not already give.
+
+The VAE rows have the same pair of references in one class, :class:`PretrainedVAE`: chapter
+08's VAE trained on all training characters (:func:`mlcourse.generative.train_vae`). With
+``adapt_steps = 0`` (the default) it ignores the support set: the unconditional VAE whose
+likelihood the Neural Statistician must beat. With ``adapt_steps > 0`` it is fine-tuned on
+the support set with :class:`~mlcourse.metagen.ReptileVAE`'s inner loop, the pretrain-then-
+fine-tune reference for Reptile's VAE.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 from ..data.base import ImageClassDataset
 from ..train import History
 from .reptile_gan import ReptileGAN
+from .vae_adapt import ReptileVAE
 
 
 class ScratchGAN(ReptileGAN):
@@ -61,5 +69,28 @@ class PretrainedGAN(ReptileGAN):
         gan = GAN(self.generator, self.critic, loss="wgan-gp")
         _, history = train_gan(dataset, gan, loss="wgan-gp", steps=steps, time_budget=time_budget, batch_size=self.batch_size,
                                gp_weight=self.gp_weight, seed=seed, device=device, progress=progress)  # fmt: skip
+        self.eval()
+        return history
+
+
+class PretrainedVAE(ReptileVAE):
+    """Chapter 08's VAE trained on every training image; adapted (if at all) like :class:`ReptileVAE`."""
+
+    method_name = "vae"
+
+    def __init__(self, size: int = 28, channels: int = 1, latent_dim: int = 32, width: int = 32, hidden: int = 256,
+                 inner_lr: float = 1e-3, adapt_steps: int = 0, batch_size: int = 64, lr: float = 1e-3):  # fmt: skip
+        super().__init__(size=size, channels=channels, latent_dim=latent_dim, width=width, hidden=hidden,
+                         inner_steps=0, inner_lr=inner_lr, adapt_steps=adapt_steps)  # fmt: skip
+        self.batch_size, self.lr = batch_size, float(lr)
+
+    def meta_train(self, dataset: ImageClassDataset, *, steps: int, time_budget=None, seed: int = 0, device=None,
+                   progress=True, shots: int = 4, **_) -> History:  # fmt: skip
+        """Ordinary ELBO training on all images of ``dataset`` (:func:`~mlcourse.generative.train_vae`,
+        dynamic binarisation, Adam ``lr``); ``shots`` is unused."""
+        from ..generative.vae import train_vae
+
+        _, history = train_vae(dataset, self.vae, steps=steps, time_budget=time_budget, batch_size=self.batch_size,
+                               lr=self.lr, seed=seed, device=device, progress=progress)  # fmt: skip
         self.eval()
         return history
