@@ -390,6 +390,27 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
+def reference_runs(data: str = "glyphs", split: str = "test", folder=None) -> dict[str, dict]:
+    """The committed full-mode runs on ``data`` (``docs/runs/genbench/<data>/*-<data>-<split>.json``), by method.
+
+    These are what the chapters show beside a learner's own fast run: each was made by
+    ``benchmarks/genbench_select.py`` (validation runs choose the adaptation steps; the test
+    run is the chosen value, scored once), on the hardware the JSON records. Raises
+    ``FileNotFoundError`` naming the folder when none is there.
+    """
+    from pathlib import Path
+
+    root = Path(folder) if folder is not None else Path(__file__).resolve().parents[1] / "docs" / "runs" / "genbench" / data
+    runs = {}
+    for path in sorted(root.glob(f"*-{data}-{split}.json")):
+        run = json.loads(path.read_text())
+        run["_path"] = str(path)
+        runs[run["method"]] = run
+    if not runs:
+        raise FileNotFoundError(f"no genbench runs for {data}/{split} in {root}: see benchmarks/genbench_select.py")
+    return runs
+
+
 def format_table(r: dict) -> str:
     s = r["summary"]
     rows = [
