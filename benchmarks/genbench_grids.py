@@ -88,7 +88,8 @@ def main(argv=None) -> Path:
 
     splits = _load_data(args.data, 28, False, True)
     test = splits.test
-    classes = _choose_characters(test, 50, 4, 9, args.eval_seed)[: args.characters]
+    pool = min(50, int((test.class_sizes() >= 11).sum()))  # genbench's default 50 characters (fewer on tiny data)
+    classes = _choose_characters(test, pool, 4, 9, args.eval_seed)[: args.characters]
     models, missing = load_models(folder, args.data, test.image_shape[1], test.image_shape[0])
     for m in missing:
         print(f"{m}: no checkpoint {folder}/{m}-{args.data}.pt, left out", file=sys.stderr)

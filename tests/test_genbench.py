@@ -107,3 +107,28 @@ def test_genbench_select_chooses_the_lowest_validation_criterion_and_scores_test
         select.main(["statistician", "--adapt-steps", "1,2", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "does not adapt by training" in err
+
+
+def test_genbench_grids_draws_each_methods_samples_beside_the_support(tiny, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from mlcourse.metagen import NeuralStatistician
+
+    spec = importlib.util.spec_from_file_location("genbench_grids", Path(__file__).resolve().parents[1] / "benchmarks" / "genbench_grids.py")
+    grids = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grids)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    NeuralStatistician(size=28, context_dim=4, latent_dim=4, hidden=16, width=4).save(folder / "statistician-glyphs.pt")
+    out = grids.main(["--data", "glyphs", "--folder", str(folder), "--out", str(tmp_path / "g.png"), "--characters", "1",
+                      "--shots", "1,2", "--samples", "2"])  # fmt: skip
+    assert out.exists() and out.stat().st_size > 1000
+    err = capsys.readouterr().err
+    assert "reptile-gan: no checkpoint" in err and "statistician" not in err  # what is missing is said, the rest drawn
+    for argv, message in ((["--folder", str(tmp_path / "none")], "no such folder"), (["--folder", str(folder), "--shots", "a"], "--shots a"),
+                          (["--folder", str(folder), "--shots", "0,4"], "--shots 0,4")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            grids.main(argv + ["--out", str(tmp_path / "x.png")])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
