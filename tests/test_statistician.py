@@ -192,13 +192,21 @@ def test_conditional_log_likelihood_converges_to_the_exact_predictive():
     g = torch.Generator().manual_seed(0)
     support = 1.5 + torch.randn(4, 2, generator=g, dtype=torch.float64)
     x = 1.5 + torch.randn(6, 2, generator=g, dtype=torch.float64)
-    for d in (support, None, support[:0]):  # four points, none, an empty set (the prior)
+    for d, empty in ((support, "posterior"), (None, "prior"), (support[:0], "prior")):  # four points, none, an empty set
         exact = model.predictive(x, d if d is not None and len(d) else None)
-        est = conditional_log_likelihood(model, x, d, k=20000, seed=1)
+        est = conditional_log_likelihood(model, x, d, k=20000, seed=1, empty=empty)
         assert est.shape == (6,)
         assert torch.allclose(est, exact, atol=0.03), (est - exact)
-        small = torch.stack([conditional_log_likelihood(model, x, d, k=1, seed=s) for s in range(200)])
+        small = torch.stack([conditional_log_likelihood(model, x, d, k=1, seed=s, empty=empty) for s in range(200)])
         assert (small.mean(0) - exact).mean() < -0.05  # k = 1 is a bound: low in expectation
+    # With no support set the default proposes c from the image's own context posterior; here both
+    # proposals are the exact posteriors, so every weight is p(x): exact for every k, even k = 1.
+    exact = model.predictive(x, None)
+    for d in (None, support[:0]):
+        for k in (1, 7):
+            assert torch.allclose(conditional_log_likelihood(model, x, d, k=k, seed=2), exact, atol=1e-9)
+    with pytest.raises(ValueError, match="empty must be"):
+        conditional_log_likelihood(model, x, None, k=3, empty="uniform")
     # the support moves the predictive towards its points: here, where x lies
     assert (model.predictive(x, support) > model.predictive(x, None)).all()
     a = conditional_log_likelihood(model, x, support, k=50, seed=3)

@@ -423,9 +423,9 @@ class NeuralStatistician(FewShotGenerator):
     # -- one-shot classification ------------------------------------------------------------
     @torch.no_grad()
     def conditional_log_likelihood(self, x: torch.Tensor, support: torch.Tensor | None = None, k: int = 100, *,
-                                   seed: int = 0) -> torch.Tensor:  # fmt: skip
+                                   seed: int = 0, empty: str = "posterior") -> torch.Tensor:  # fmt: skip
         """:func:`conditional_log_likelihood` of this model (the method form the benchmark calls)."""
-        return conditional_log_likelihood(self, x, support, k, seed=seed)
+        return conditional_log_likelihood(self, x, support, k, seed=seed, empty=empty)
 
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
         """Logits ``[Q, N]``: ``logit[q, j] = -KL(q(c | {x_q}) || q(c | D_j))``, the paper's rule.
@@ -460,14 +460,14 @@ class NeuralStatistician(FewShotGenerator):
 # ---------------------------------------------------------------------------------------
 @torch.no_grad()
 def conditional_log_likelihood(model, x: torch.Tensor, support: torch.Tensor | None = None, k: int = 100, *,
-                               seed: int = 0, chunk: int | None = None) -> torch.Tensor:  # fmt: skip
+                               seed: int = 0, chunk: int | None = None, empty: str = "posterior") -> torch.Tensor:  # fmt: skip
     """An importance-sampling estimate of ``log E_q(c|D) p(x | c)`` for each image of ``x``: ``[M]`` nats.
 
     ``x`` ``[M, C, H, W]`` are binary images (:func:`~mlcourse.generative.vae.binarize_fixed`)
     and ``support`` ``[K, C, H, W]`` the drawings ``D`` the model conditions on. For each image,
     ``k`` samples::
 
-        c_i ~ q(c | D)                  (the prior p(c) = N(0, I) when D is None or empty)
+        c_i ~ q(c | D)
         z_i ~ q(z | x, c_i)
         log w_i = log p(x | z_i, c_i) + log p(z_i | c_i) - log q(z_i | x, c_i)
 
@@ -476,8 +476,16 @@ def conditional_log_likelihood(model, x: torch.Tensor, support: torch.Tensor | N
     likelihood of ``x`` under the model's *approximate* posterior predictive given ``D`` (the
     exact one would average ``p(x | c)`` over the true ``p(c | D)``). As with IWAE, the log of
     the estimate is low in expectation (Jensen) and rises towards its target as ``k`` grows;
-    report ``k``. With ``D`` empty the target is the model's marginal ``log p(x)``, but ``c`` is
-    then proposed blindly from the prior, so that estimate converges slowly in ``k``.
+    report ``k``.
+
+    With ``D`` empty (or None) the target is the model's marginal ``log p(x)``, and ``c`` must
+    come from somewhere. ``empty="posterior"`` (the default) proposes it from the context
+    posterior of the image itself, ``c_i ~ q(c | {x})``, and adds ``log p(c_i) - log q(c_i |
+    {x})`` to each weight: the IWAE bound of a set of one, which is exact when both proposals
+    are the true posteriors. ``empty="prior"`` proposes ``c_i ~ p(c)`` blindly (no correction
+    term): unbiased in the weights too, but so spread out that its log converges very slowly
+    in ``k``, and a curve of NLL against support size that starts from it exaggerates how much
+    the first drawing helps.
 
     Every random number comes from ``seed`` (drawn on the CPU). Samples are drawn ``chunk`` at
     a time (default: as many as keep ``chunk * M <= 4096`` decoded images), so memory does not
@@ -489,6 +497,8 @@ def conditional_log_likelihood(model, x: torch.Tensor, support: torch.Tensor | N
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if empty not in ("posterior", "prior"):
+        raise ValueError(f"empty must be 'posterior' or 'prior', got {empty!r}")
     check = getattr(model, "check_inputs", None)
     if check is not None:
         x, support = check(x, support)
@@ -502,7 +512,11 @@ def conditional_log_likelihood(model, x: torch.Tensor, support: torch.Tensor | N
     try:
         x = x.to(device)
         m = x.shape[0]
-        if support is None:
+        own = support is None and empty == "posterior"  # c proposed from q(c | {x}), one per image
+        if own:
+            pairs = [model.context(x[j : j + 1]) for j in range(m)]
+            mu_c, logvar_c = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])  # [M, Dc]
+        elif support is None:
             mu_c = torch.zeros(model.context_dim, dtype=x.dtype, device=device)
             logvar_c = torch.zeros_like(mu_c)
         else:
@@ -513,13 +527,19 @@ def conditional_log_likelihood(model, x: torch.Tensor, support: torch.Tensor | N
         log_w = []
         for start in range(0, k, chunk):
             n = min(chunk, k - start)
-            c = reparameterize(mu_c.expand(n * m, -1), logvar_c.expand(n * m, -1), generator=gen)  # [n*M, Dc]
+            if own:
+                mu_n, logvar_n = mu_c.repeat(n, 1), logvar_c.repeat(n, 1)  # sample-major, like hs below
+            else:
+                mu_n, logvar_n = mu_c.expand(n * m, -1), logvar_c.expand(n * m, -1)
+            c = reparameterize(mu_n, logvar_n, generator=gen)  # [n*M, Dc]
             hs = h.repeat(n, *([1] * (h.dim() - 1)))  # sample-major: row s*M + j is image j
             xs = x.repeat(n, *([1] * (x.dim() - 1)))
             mu_z, logvar_z = model.posterior_z(hs, c)
             z = reparameterize(mu_z, logvar_z, generator=gen)
             mu_p, logvar_p = model.prior_z(c)
             lw = model.log_px(xs, z, c) + log_normal(z, mu_p, logvar_p) - log_normal(z, mu_z, logvar_z)
+            if own:  # the context's own importance weight p(c) / q(c | {x})
+                lw = lw + log_normal(c) - log_normal(c, mu_n, logvar_n)
             log_w.append(lw.view(n, m))
         return importance_log_likelihood(torch.cat(log_w))
     finally:
