@@ -52,6 +52,9 @@ def parse(argv):
     p.add_argument("--criterion", default=None, choices=["fd", "nll"], help="fd (default) or nll (likelihood rows)")
     p.add_argument("--nll-at", default="4", help="support size of the nll criterion (default 4)")
     p.add_argument("--out", required=True, help="folder for the JSONs, the checkpoint and the selection summary")
+    p.add_argument("--val-characters", type=int, default=None,
+                   help="characters scored on validation when the split has fewer than genbench's default 50 "
+                        "(the Omniglot subsets' one validation alphabet has 24)")
     p.add_argument("--final", action="store_true", help="score the chosen value on the test characters (once)")
     args = p.parse_args(argv)
     from mlcourse.genbench import ADAPTING, METHODS
@@ -109,6 +112,8 @@ def main(argv=None) -> dict:
     for v in values or [None]:
         name = f"{stem}-val" + ("" if v is None else f"-adapt{v}")
         cmd = base + ["--split", "val"] + ([] if v is None else ["--adapt-steps", str(v)])
+        if args.val_characters:
+            cmd += ["--characters", str(args.val_characters)]
         candidates[v] = run(cmd, out / f"{name}.json")
     ranked = sorted(candidates, key=lambda v: criterion_value(candidates[v], criterion, args.nll_at))
     chosen = ranked[0]

@@ -74,15 +74,41 @@ def paired(runs: list[dict], against: str) -> list[str]:
     return lines
 
 
+def paired_nll(runs: list[dict], against: str) -> list[str]:
+    """Paired NLL differences (nats, A − against) at each support size, over the same characters and drawings."""
+    from mlcourse.evaluate import compare
+
+    base = [r for r in runs if r["method"] == against and "nll_by_shots" in r]
+    if not base:
+        fail(PROG, f"--nll-against {against}: no likelihood run of that method among the files")
+    b = base[0]
+    sizes = list(b["nll_by_shots"])
+    lines = [f"| NLL, A − {against} (nats) | " + " | ".join(f"{k} images" for k in sizes) + " |", "|" + " --- |" * (len(sizes) + 1)]
+    for r in runs:
+        if r is b or "nll_by_shots" not in r:
+            continue
+        if r["fingerprint"] != b["fingerprint"]:
+            fail(PROG, f"{r['_path']} and {b['_path']} were scored on different characters: pair runs with the same split, seed and characters")
+        cells = []
+        for k in sizes:
+            c = compare(r["nll_by_shots"][k]["per_character"], b["nll_by_shots"][k]["per_character"])
+            cells.append(f"{c.difference:+.2f} ± {c.ci95:.2f}" + ("" if c.significant else " (n.s.)"))
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> str:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", help="JSON files from python -m mlcourse.genbench --json")
     p.add_argument("--against", default=None, help="METHOD: paired differences of the other runs from this one")
+    p.add_argument("--nll-against", default=None, help="METHOD: paired NLL differences of the likelihood runs from this one")
     args = p.parse_args(argv)
     runs = load(args.files)
     lines = table(runs)
     if args.against:
         lines += [""] + paired(runs, args.against)
+    if args.nll_against:
+        lines += [""] + paired_nll(runs, args.nll_against)
     text = "\n".join(lines)
     print(text)
     return text

@@ -132,3 +132,33 @@ def test_genbench_grids_draws_each_methods_samples_beside_the_support(tiny, tmp_
             grids.main(argv + ["--out", str(tmp_path / "x.png")])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_genbench_table_pairs_nll_by_support_size(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("genbench_table", Path(__file__).resolve().parents[1] / "benchmarks" / "genbench_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    summary = {k: {"mean": 0.0, "ci95": 0.0} for k in table.SCORES} | {"pooled_fd": 0.0}
+
+    def run(method, nll, fingerprint="f"):
+        return {"method": method, "split": "test", "shots": 4, "summary": summary, "scores": {k: [0.0] * 3 for k in table.SCORES},
+                "fingerprint": fingerprint, "meta_train_steps": 1, "meta_train_seconds": 1.0, "threads": 1,
+                "nll_by_shots": {s: {"mean": sum(v) / 3, "ci95": 0.0, "per_character": v} for s, v in nll.items()}}  # fmt: skip
+
+    files = []
+    for name, r in (("a", run("vae", {"0": [100.0, 110, 120], "4": [100.0, 110, 120]})),
+                    ("b", run("statistician", {"0": [110.0, 120, 130], "4": [90.0, 101, 112]})),
+                    ("c", run("other", {"0": [1.0, 2, 3], "4": [1.0, 2, 3]}, fingerprint="g"))):  # fmt: skip
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(r))
+    text = table.main([str(files[0]), str(files[1]), "--nll-against", "vae"])
+    assert "| statistician | +10.00 ± 0.00 | -9.00 ± " in text
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        table.main([str(f) for f in files] + ["--nll-against", "vae"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "different characters" in err
