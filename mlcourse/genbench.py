@@ -44,6 +44,9 @@ import torch
 
 PROG = "python -m mlcourse.genbench"
 CHECKPOINT_FORMAT = 1
+# Constructor arguments that are evaluation settings: not part of a checkpoint's key (one trained
+# model serves every value; ``--adapt-steps`` or the method's default sets them after loading).
+EVAL_CONFIG = ("adapt_steps",)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class GenMethod:
     train_options: dict = field(default_factory=dict)
     likelihood: bool = False
     selected_on: str = "val"
+    adapt_steps: int | None = None  # steps of adaptation at test time (None: the model's own default)
 
 
 def _reference(name: str):
@@ -93,8 +97,9 @@ def _reptile_vae(shape):
 
 
 METHODS["reptile-vae"] = GenMethod(
-    "chapter 08's VAE meta-trained with Reptile over characters, fitted to the support set by 20 Adam steps",
-    build=_reptile_vae, steps=20000, fast_steps=30, time_budget=600.0, likelihood=True, selected_on="none",
+    "chapter 08's VAE meta-trained with Reptile over characters, fitted to the support set by 5 Adam steps",
+    build=_reptile_vae, steps=20000, fast_steps=30, time_budget=600.0, likelihood=True, adapt_steps=5,
+    selected_on="val (adaptation steps; training settings not searched)",
 )
 
 
@@ -108,26 +113,31 @@ def _gan(class_name: str, **kwargs):
 
 
 METHODS["reptile-gan"] = GenMethod(
-    "FIGR: a WGAN-GP meta-trained with Reptile over characters, adapted by 100 steps on the support set",
-    build=_gan("ReptileGAN"), steps=100000, fast_steps=10, time_budget=900.0, selected_on="none",
+    "FIGR: a WGAN-GP meta-trained with Reptile over characters, adapted by 300 steps on the support set",
+    build=_gan("ReptileGAN"), steps=100000, fast_steps=10, time_budget=900.0, adapt_steps=300,
+    selected_on="val (adaptation steps; training settings not searched)",
 )
 METHODS["reptile-gan-fomaml"] = GenMethod(
     "FIGR's critic by Reptile, its generator by a first-order MAML gradient",
-    build=_gan("ReptileGAN", variant="fomaml"), steps=100000, fast_steps=10, time_budget=900.0, selected_on="none",
+    build=_gan("ReptileGAN", variant="fomaml"), steps=100000, fast_steps=10, time_budget=900.0, adapt_steps=300,
+    selected_on="none (FIGR's adaptation steps)",
 )
 METHODS["finetune-gan"] = GenMethod(
-    "chapter 07's WGAN-GP trained on all training characters, then FIGR's 100 adaptation steps on the support set",
-    build=_gan("PretrainedGAN"), steps=100000, fast_steps=20, time_budget=900.0, selected_on="none",
+    "chapter 07's WGAN-GP trained on all training characters, then FIGR's inner loop on the support set (300 steps)",
+    build=_gan("PretrainedGAN"), steps=100000, fast_steps=20, time_budget=900.0, adapt_steps=300,
+    selected_on="val (adaptation steps)",
 )
 METHODS["scratch-gan"] = GenMethod(
     "a fresh WGAN-GP trained on the K support images alone (300 steps)",
-    kind="baseline", build=_gan("ScratchGAN"), steps=0, fast_steps=0, time_budget=None, selected_on="none",
+    kind="baseline", build=_gan("ScratchGAN"), steps=0, fast_steps=0, time_budget=None, adapt_steps=300,
+    selected_on="none (the GAN rows' largest adaptation budget)",
 )
 
 
 METHODS["vae"] = GenMethod(
     "chapter 08's VAE trained on all training characters; it ignores the support set unless --adapt-steps fine-tunes it",
-    build=_gan("PretrainedVAE"), steps=100000, fast_steps=30, time_budget=600.0, likelihood=True, selected_on="none",
+    build=_gan("PretrainedVAE"), steps=100000, fast_steps=30, time_budget=600.0, likelihood=True, adapt_steps=0,
+    selected_on="none (chapter 08's defaults)",
 )
 
 
@@ -139,7 +149,8 @@ def _statistician(shape):
 
 METHODS["statistician"] = GenMethod(
     "the Neural Statistician: a context vector inferred from the support set conditions a VAE",
-    build=_statistician, steps=100000, fast_steps=60, time_budget=900.0, likelihood=True, selected_on="none",
+    build=_statistician, steps=100000, fast_steps=60, time_budget=900.0, likelihood=True,
+    selected_on="none (nothing to choose at test time; training settings not searched)",
 )
 
 
@@ -233,7 +244,8 @@ def _fingerprint(sets, seed: int, ways: int) -> str:
 
 
 def _key(args, method: GenMethod, splits, settings: dict, model) -> dict:
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in getattr(model, "_config", {}).items()}
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in getattr(model, "_config", {}).items()
+              if k not in EVAL_CONFIG}  # fmt: skip
     return {"format": CHECKPOINT_FORMAT, "method": args.method, "data": splits.source, "size": args.size,
             "mode": settings["mode"], "train_alphabets": sorted(set(splits.train.class_groups)),
             "train_classes": splits.train.num_classes, "model": {"class": type(model).__name__, "config": config},
@@ -255,7 +267,11 @@ def _trained_model(args, method: GenMethod, splits, settings: dict, device, prog
             state = load_checkpoint(args.checkpoint)
         except Exception as error:
             fail(PROG, f"--checkpoint {args.checkpoint}: must be a checkpoint written by mlcourse.genbench ({type(error).__name__}: {error})")
-        diffs = key_differences(state.get("genbench"), key)
+        stored = state.get("genbench") or {}
+        if isinstance(stored.get("model"), dict):  # keys written before EVAL_CONFIG held the evaluation settings
+            stored = {**stored, "model": {**stored["model"], "config": {k: v for k, v in stored["model"].get("config", {}).items()
+                                                                         if k not in EVAL_CONFIG}}}  # fmt: skip
+        diffs = key_differences(stored, key)
         if not diffs:
             loaded = FewShotGenerator.load(args.checkpoint).to(device)
             _log(f"loaded {args.checkpoint} (meta-trained for {state.get('meta_train_seconds', 0):.0f} s)", json_mode)
@@ -351,8 +367,9 @@ def main(argv: list[str] | None = None) -> dict:
         model = None
     else:
         model, train_seconds, steps_done, loaded = _trained_model(args, method, splits, settings, device, progress, args.json)
-        if args.adapt_steps is not None:  # an evaluation setting: not part of the checkpoint's key
-            model.adapt_steps = args.adapt_steps
+        adapt = args.adapt_steps if args.adapt_steps is not None else method.adapt_steps
+        if adapt is not None:  # an evaluation setting: not part of the checkpoint's key
+            model.adapt_steps = adapt
 
         def generate(support, n, seed):
             with torch.no_grad():

@@ -78,7 +78,7 @@ def test_adaptation_steps_are_an_evaluation_setting_one_checkpoint_serves_every_
     path = str(tmp_path / "figr.pt")
     args = ["reptile-gan", "--characters", "5", "--samples", "4", "--ways", "3", "--checkpoint", path]
     first = run(args)
-    assert not first["from_checkpoint"] and first["adapt_steps"] == 100  # the method's default
+    assert not first["from_checkpoint"] and first["adapt_steps"] == genbench.METHODS["reptile-gan"].adapt_steps == 300
     again = run(args + ["--adapt-steps", "2"])
     assert again["from_checkpoint"] and again["adapt_steps"] == 2 and again["fingerprint"] == first["fingerprint"]
     assert again["scores"]["fd"] != first["scores"]["fd"]  # the value is used
@@ -162,3 +162,18 @@ def test_genbench_table_pairs_nll_by_support_size(tmp_path, capsys):
         table.main([str(f) for f in files] + ["--nll-against", "vae"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "different characters" in err
+
+
+def test_checkpoint_keys_written_with_the_adaptation_steps_still_load(tiny, tmp_path):
+    """Keys written before adaptation steps became an evaluation setting held them in the model's config."""
+    from mlcourse.train import load_checkpoint, save_checkpoint
+
+    path = str(tmp_path / "figr.pt")
+    args = ["reptile-gan", "--characters", "5", "--samples", "4", "--ways", "3", "--checkpoint", path]
+    run(args)
+    state = load_checkpoint(path)
+    assert "adapt_steps" not in state["genbench"]["model"]["config"]
+    state["genbench"]["model"]["config"]["adapt_steps"] = 100  # what an older key looks like
+    save_checkpoint(path, state)
+    again = run(args)
+    assert again["from_checkpoint"] and again["adapt_steps"] == 300
