@@ -11,6 +11,9 @@
                             conditional log-likelihood by importance sampling, one-shot
                             classification through the context posterior
 :mod:`.vae_adapt`           chapter 08's VAE meta-trained with Reptile (optimisation-based)
+:mod:`.report`              chapter 09's pictures and tables: the two loops drawn, K-grids,
+                            the committed benchmark runs with paired differences
+:mod:`.plots`               chapter 10's: conditional NLL against the number of drawings
 ==========================  ===============================================================
 
 Scores for generated characters (Fréchet distance, recognisability, diversity,
