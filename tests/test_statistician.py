@@ -328,3 +328,12 @@ def test_save_load_round_trip(trained, tmp_path):
     assert torch.equal(model.generate(support, 5, seed=7), loaded.generate(support, 5, seed=7))
     assert torch.equal(NeuralStatistician.load(path).generate(support, 5, seed=7, mode="sample"),
                        model.generate(support, 5, seed=7, mode="sample"))  # fmt: skip
+
+
+def test_a_time_budget_anneals_alpha_to_zero_before_it_ends():
+    """With far more steps than the budget allows, alpha follows the clock: the run ends on the true ELBO."""
+    torch.manual_seed(0)
+    model = NeuralStatistician(**TINY)
+    history = model.meta_train(blocks(20, seed=0), steps=10**6, time_budget=1.5, sets_per_batch=2, set_size=3, alpha=1.0,
+                               seed=0, device="cpu", progress=False)  # fmt: skip
+    assert history["alpha"][0] > 0.5 and history["alpha"][-1] == 0.0 and len(history["alpha"]) < 10**6

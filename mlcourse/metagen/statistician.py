@@ -83,6 +83,7 @@ a model whose likelihood is known in closed form.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -335,7 +336,8 @@ class NeuralStatistician(FewShotGenerator):
         Each step draws ``sets_per_batch`` classes (distinct while the dataset has enough) and
         ``set_size`` distinct images of each, binarises them dynamically (a fresh Bernoulli draw
         per pixel every time, as chapter 08's VAE), and takes one Adam step on the objective
-        (``alpha`` decays linearly to 0 over the first half of ``steps``). Only classes with at
+        (``alpha`` decays linearly to 0 over the first half of ``steps`` or of the
+        ``time_budget``, whichever comes first, so a budgeted run ends on the true ELBO). Only classes with at
         least ``set_size`` images are used. ``seed`` fixes the sets, the binarisation and the
         reparameterisation noise (the initial weights are the constructor's). With ``history``
         training continues it: steps are counted from its last one, ``alpha`` included.
@@ -360,6 +362,7 @@ class NeuralStatistician(FewShotGenerator):
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         anneal = max(1, steps // 2)
         eligible_t = torch.tensor(eligible)
+        start = time.perf_counter()
 
         def step(i):
             self.train()
@@ -370,7 +373,10 @@ class NeuralStatistician(FewShotGenerator):
             idx = torch.stack([by_class[c][torch.randperm(len(by_class[c]), generator=rng)[:set_size]] for c in classes.tolist()])
             x = binarize(dataset.as_float(idx.flatten(), generator=rng), "dynamic", rng)  # augmenting datasets draw from rng
             sets = x.view(sets_per_batch, set_size, *x.shape[1:])
-            a = alpha * max(0.0, 1.0 - i / anneal)
+            done = i / anneal
+            if time_budget:  # the budget, not the step count, may end the run: anneal over its first half too
+                done = max(done, (time.perf_counter() - start) / (time_budget / 2))
+            a = alpha * max(0.0, 1.0 - done)
             terms = self.set_elbo(sets.to(device), alpha=a, generator=rng)
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
