@@ -127,8 +127,8 @@ def test_committed_selection_and_the_choice_of_steps(tmp_path):
 
 def test_committed_figure_is_none_until_it_exists(tmp_path):
     assert report.committed_figure("glyphs", root=tmp_path) is None
-    (tmp_path / "docs" / "figures").mkdir(parents=True)
-    png = tmp_path / "docs" / "figures" / "genbench-glyphs-samples.png"
+    (tmp_path / "docs" / "img").mkdir(parents=True)
+    png = tmp_path / "docs" / "img" / "genbench-glyphs-samples.png"
     png.write_bytes(b"\x89PNG")
     assert report.committed_figure("glyphs", root=tmp_path) == png
 

@@ -263,14 +263,11 @@ def committed_selection(data: str, method: str = "reptile-gan", folder=None) -> 
 
 
 def committed_figure(data: str, root=None) -> Path | None:
-    """The committed sample grid of ``data`` (``docs/figures/genbench-DATA-samples.png``, or the
-    same name under ``docs/img``), or ``None`` when it is not there yet."""
+    """The committed sample grid of ``data`` (``docs/img/genbench-DATA-samples.png``, made by
+    ``benchmarks/genbench_grids.py``), or ``None`` when it is not there."""
     root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
-    for sub in ("docs/figures", "docs/img"):
-        path = root / sub / f"genbench-{data}-samples.png"
-        if path.exists():
-            return path
-    return None
+    path = root / "docs" / "img" / f"genbench-{data}-samples.png"
+    return path if path.exists() else None
 
 
 # ---------------------------------------------------------------------------------------
