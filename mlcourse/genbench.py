@@ -304,23 +304,9 @@ def _nll_by_shots(model, eval_set, classes: list[int], nll_shots: list[int], k: 
     largest support set), and the support sets are nested (the first ``s`` of the largest), so
     the curve over sizes is paired character by character.
     """
-    from .evaluate import mean_confidence_interval
-    from .generative.vae import binarize_fixed
-    from .metagen import character_sets
+    from .metagen.plots import nll_by_shots  # one implementation: the chapter's and the benchmark's
 
-    largest = max(nll_shots)
-    per_size: dict[int, list[float]] = {s: [] for s in nll_shots}
-    for i, (support, rest) in enumerate(character_sets(eval_set, max(largest, 1), classes=classes, seed=seed)):
-        x = binarize_fixed(rest, "dynamic", seed=seed + i)
-        for s in nll_shots:
-            d = binarize_fixed(support[:s], "dynamic", seed=seed + i) if s else support[:0]
-            nll = -model.conditional_log_likelihood(x, d, k=k, seed=seed + i)
-            per_size[s].append(float(nll.mean()))
-    out = {}
-    for s, values in per_size.items():
-        mean, half = mean_confidence_interval(values)
-        out[str(s)] = {"mean": mean, "ci95": half, "per_character": values}
-    return out
+    return nll_by_shots(model, eval_set, classes, nll_shots, k=k, seed=seed, progress=False)
 
 
 def main(argv: list[str] | None = None) -> dict:
