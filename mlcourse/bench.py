@@ -155,6 +155,20 @@ def _optim(class_name: str, **kwargs):
     return build
 
 
+def _blackbox(class_name: str, **kwargs):
+    """Builder for the black-box family: one output per label, so built for ``ways``."""
+
+    def build(shape, ways, **overrides):
+        from . import blackbox
+
+        options = {**kwargs, **overrides}
+        if class_name == "MetaLearnerLSTM":
+            options["image_size"] = (shape[1], shape[2])
+        return getattr(blackbox, class_name)(n_way=ways, in_channels=shape[0], **options)
+
+    return build
+
+
 # Why these defaults (tuned for ProtoNet on the Omniglot subsets, 28x28, on a CPU shared with
 # other jobs; the other methods reuse the ProtoNet findings and are not tuned):
 # * rotations: the 90/180/270-degree copies of the training characters as new classes
@@ -255,6 +269,26 @@ METHODS: dict[str, Method] = {
         build=_optim("Reptile", hidden=64, test_inner_steps=50), steps=20000, fast_steps=5, lr=1.0, train_queries=14, augment=1.0,
         time_budget=1200.0, fixed_way=True,
         selected_on="val",  # width, inner steps, test steps: benchmarks/select_on_val.py, docs/runs/selection/reptile-omniglot
+    ),
+    # The black-box family (mlcourse.blackbox, chapter 06b): a Conv-4 embedding read as a sequence
+    # of (image, label) pairs, one output per label (so built for the test way, like MAML), and a
+    # learned optimiser on MAML's Conv-4. Same protocol as the others: 20-minute budget,
+    # rotations and affine augmentation of the training images.
+    "lstm-learner": Method(
+        "LSTM over the episode as a sequence of (image, label) pairs (black-box baseline; Santoro et al., 2016 style)",
+        build=_blackbox("LSTMLearner"), steps=40000, fast_steps=10, lr=1e-3, train_queries=15, augment=1.0,
+        time_budget=1200.0, fixed_way=True, extra={"model_options": ("hidden",)},
+    ),
+    "snail": Method(
+        "SNAIL: temporal convolutions and causal attention over the episode sequence (Mishra et al., 2018)",
+        build=_blackbox("SNAIL"), steps=40000, fast_steps=10, lr=1e-3, train_queries=15, augment=1.0,
+        time_budget=1200.0, fixed_way=True, extra={"model_options": ("hidden",)},
+    ),
+    "learned-opt": Method(
+        "learned optimiser: Ravi & Larochelle's LSTM meta-learner updates MAML's Conv-4 (2017)",
+        build=_blackbox("MetaLearnerLSTM", hidden=32, meta_batch=4, inner_steps=5), steps=5000, fast_steps=3, lr=1e-3,
+        train_queries=5, augment=1.0, time_budget=1200.0, fixed_way=True,
+        extra={"model_options": ("hidden", "meta_batch", "inner_steps", "test_inner_steps")},
     ),
     "pixel-nn": Method("1-nearest neighbour in pixel space (chapter 01 baseline)", kind="pixel", steps=0, fast_steps=0, rotations=False,
                        selected_on="none"),
@@ -401,6 +435,12 @@ def _train_settings(method: Method, args, fast: bool) -> dict:
     if not method.fixed_way:
         for name in [*model_options, *(["test_inner_steps"] if args.test_inner_steps is not None else [])]:
             fail(PROG, f"{flag(name)}: applies to the MAML family and Reptile only, not to {args.method}")
+    allowed = method.extra.get("model_options")
+    if allowed is not None:
+        for name in [*model_options, *(["test_inner_steps"] if args.test_inner_steps is not None else [])]:
+            if name not in allowed:
+                fail(PROG, f"{flag(name)}: does not apply to {args.method} "
+                           f"(its options: {', '.join(flag(a) for a in allowed)})")
     if "inner_lr" in model_options and args.method == "metasgd":
         fail(PROG, "--inner-lr: metasgd learns its inner learning rates (their start, lr_init, is 0.4); not settable here")
     if "inner_batch" in model_options and args.method != "reptile":

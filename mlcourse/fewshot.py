@@ -259,4 +259,4 @@ class FewShotClassifier(nn.Module):
     def load(cls, path: str | Path, map_location="cpu") -> "FewShotClassifier":
         """Rebuild a model saved with :meth:`save`."""
         # the course's classifiers register themselves when their module is imported
-        return rebuild(path, FewShotClassifier, cls, ("mlcourse.metric", "mlcourse.metric.siamese", "mlcourse.optim"), map_location)
+        return rebuild(path, FewShotClassifier, cls, ("mlcourse.metric", "mlcourse.metric.siamese", "mlcourse.optim", "mlcourse.blackbox"), map_location)
