@@ -4,6 +4,7 @@
     python3 course.py lab      # open the course in JupyterLab (creates .venv on first use)
     python3 course.py test     # library tests + every notebook under nbval, in fast mode
     python3 course.py build    # execute every chapter headless into build/ (add --fast to shrink)
+    python3 course.py book     # the executed course as one offline HTML book in build/book/ (add --fast)
 
 On first use it creates a virtual environment in ``.venv`` beside this file and installs
 the course into it (``pip install -e ".[course,test]"``). It reinstalls by itself when
@@ -106,7 +107,51 @@ def cmd_build(args: list[str]) -> int:
     return subprocess.call([str(python), "-m", "mlcourse.authoring", "execute", *(args or ["chapters"]), "--out", "build"], cwd=ROOT, env=env)
 
 
-COMMANDS = {"lab": cmd_lab, "test": cmd_test, "build": cmd_build, "setup": lambda a: (ensure_env(), 0)[1]}
+BOOK_USAGE = "python3 course.py book [--fast] [--out DIR]"
+
+
+def book_arguments(args: list[str]) -> list[str]:
+    """Check ``course.py book``'s arguments before anything is installed or run; return the
+    arguments for ``python -m mlcourse.book``. A bad one is one line on standard error, exit 2."""
+    out, fast, rest = None, False, list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--fast":
+            fast = True
+        elif arg == "--out" or arg.startswith("--out="):
+            value = arg.partition("=")[2] if "=" in arg else (rest.pop(0) if rest else "")
+            if not value:
+                book_error("--out needs a folder")
+            if Path(value).exists() and not Path(value).is_dir():
+                book_error(f"--out {value}: must be a folder (this is a file)")
+            out = value
+        else:
+            book_error(f"unknown argument {arg!r}: usage: {BOOK_USAGE}")
+    return (["--fast"] if fast else []) + (["--out", out] if out else [])
+
+
+def book_error(message: str) -> None:
+    print(f"course.py book: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_book(args: list[str]) -> int:
+    """Build the course book (mlcourse.book), installing the ``book`` extra first if needed."""
+    book_args = book_arguments(args)
+    python = ensure_env()
+    missing = subprocess.run([str(python), "-c", "import mlcourse.book as b; print(' '.join(b.missing_dependencies()))"],
+                             cwd=ROOT, capture_output=True, text=True)
+    if missing.returncode != 0 or missing.stdout.strip():
+        extra = shlex.split(os.environ.get("MLCOURSE_PIP_ARGS", ""))
+        run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".[course,test,book]", *extra], cwd=ROOT)
+    env = fast_env() if "--fast" in book_args else dict(os.environ)
+    cmd = [str(python), "-m", "mlcourse.book", *book_args]
+    print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    return subprocess.call(cmd, cwd=ROOT, env=env)
+
+
+COMMANDS = {"lab": cmd_lab, "test": cmd_test, "build": cmd_build, "book": cmd_book,
+            "setup": lambda a: (ensure_env(), 0)[1]}
 
 
 def main(argv: list[str]) -> int:
