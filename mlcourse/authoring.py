@@ -13,9 +13,34 @@ learner must write sit between two marker lines (the convention of nbgrader)::
 ``python -m mlcourse.authoring exercises`` writes ``exercises/<same name>.ipynb`` with each
 such region replaced by ``# YOUR CODE HERE`` and ``raise NotImplementedError()`` at the
 same indentation. Markdown cells may hold a region too (between ``<!-- BEGIN SOLUTION -->`` and
-``<!-- END SOLUTION -->``); it becomes *YOUR ANSWER HERE*. Outputs are never stored.
+``<!-- END SOLUTION -->`` lines); it becomes ``YOUR ANSWER HERE``. The rule is nbgrader's
+``ClearSolutions``, line for line (any line holding ``BEGIN SOLUTION`` opens a region), so
+``nbgrader generate_assignment`` hides exactly what ``exercises/`` hides; a test holds the two
+byte for byte when nbgrader is installed. Outputs are never stored.
+
+nbgrader metadata
+-----------------
+The same command writes nbgrader's cell metadata (schema 3) into the solution notebooks,
+derived from the markers and the check cells, so that a teacher can hand the solutions to
+``nbgrader generate_assignment`` and ``autograde`` as they are:
+
+* a code cell with a solution region is a *solution* cell (``solution: true``), named after
+  the function or class it defines;
+* a code cell that calls a check imported from ``mlcourse.checks`` is an autograded *test*
+  cell (``grade: true, locked: true``), named after the check, worth ``CHECK_POINTS`` = 1
+  point: nbgrader grades a cell as a whole (full points when it runs without an error), so
+  one point per check cell is what it can tell apart;
+* a markdown cell with a solution region is a written answer (``grade: true, solution:
+  true``), worth ``ANSWER_POINTS`` = 1 point that a teacher gives by hand;
+* every other markdown cell (the instructions) and the cell that imports the checks are
+  *read-only* (``locked: true``): nbgrader restores them when it grades, so a learner cannot
+  replace a check by editing its import;
+* other code cells (the experiments at the end) carry no nbgrader metadata: a learner may
+  change them freely, and nothing in them is graded.
+
 ``python -m mlcourse.authoring exercises --check`` (and a test) fails when an exercise
-notebook is not what its solution generates, so the two can never drift apart.
+notebook is not what its solution generates, or when a solution's nbgrader metadata is
+missing or stale, so none of them can drift apart.
 
 ``python -m mlcourse.authoring execute chapters --out build`` runs notebooks headless,
 writes the executed copies and prints how long each took.
@@ -23,6 +48,7 @@ writes the executed copies and prints how long each took.
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 import time
@@ -32,6 +58,13 @@ import nbformat
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
+# What nbgrader's ClearSolutions looks for: a line *containing* these opens or closes a region.
+BEGIN_MARK, END_MARK = "BEGIN SOLUTION", "END SOLUTION"
+CODE_STUB = ["# YOUR CODE HERE", "raise NotImplementedError()"]
+TEXT_STUB = ["YOUR ANSWER HERE"]
+CHECK_POINTS = 1   # per check cell (nbgrader grades a cell as a whole)
+ANSWER_POINTS = 1  # per written answer, given by hand
+NBGRADER_SCHEMA = 3
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,36 +72,44 @@ class MarkerError(ValueError):
     pass
 
 
-def _strip_code(source: str, where: str) -> str:
-    out, inside, indent = [], False, ""
-    for n, line in enumerate(source.splitlines(), 1):
-        stripped = line.strip()
-        if stripped == BEGIN:
+def _strip(source: str, stub: list[str], where: str) -> str:
+    """``source`` with every solution region replaced by ``stub`` at the marker's indentation.
+
+    Line for line what nbgrader's ClearSolutions does (so the two give the same exercise),
+    but stricter: nbgrader replaces a whole line that merely *contains* ``BEGIN SOLUTION``,
+    so a marker that shares its line with anything else, a nested, an unclosed or an unopened
+    region is an authoring error here rather than silently lost text.
+    """
+    out, inside = [], False
+    for n, line in enumerate(source.split("\n"), 1):
+        if BEGIN_MARK in line or END_MARK in line:
+            if line.strip() not in (BEGIN, END, MD_BEGIN, MD_END):
+                raise MarkerError(f"{where}, line {n}: a solution marker must stand alone on its line "
+                                  f"({BEGIN!r} or {MD_BEGIN!r}, then {END!r} or {MD_END!r}), got {line.strip()!r}")
+        if BEGIN_MARK in line:
             if inside:
-                raise MarkerError(f"{where}, line {n}: {BEGIN} inside another solution region")
-            inside, indent = True, line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
-        elif stripped == END:
+                raise MarkerError(f"{where}, line {n}: {BEGIN_MARK} inside another solution region")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [indent + stub_line for stub_line in stub]
+        elif END_MARK in line:
             if not inside:
-                raise MarkerError(f"{where}, line {n}: {END} without {BEGIN}")
+                raise MarkerError(f"{where}, line {n}: {END_MARK} without {BEGIN_MARK}")
             inside = False
         elif not inside:
             out.append(line)
     if inside:
-        raise MarkerError(f"{where}: {BEGIN} is never closed")
+        raise MarkerError(f"{where}: {BEGIN_MARK} is never closed")
     return "\n".join(out)
 
 
-def _strip_markdown(source: str, where: str) -> str:
-    pattern = re.compile(re.escape(MD_BEGIN) + r".*?" + re.escape(MD_END), re.S)
-    out = pattern.sub("*YOUR ANSWER HERE*", source)
-    if MD_BEGIN in out or MD_END in out:
-        raise MarkerError(f"{where}: unbalanced {MD_BEGIN} / {MD_END}")
-    return out
+def has_region(cell) -> bool:
+    """Whether the cell holds a solution region (a line with ``BEGIN SOLUTION``)."""
+    return cell.cell_type in ("code", "markdown") and any(BEGIN_MARK in line for line in cell.source.split("\n"))
 
 
 def has_solution(nb) -> bool:
-    return any(BEGIN in c.source or MD_BEGIN in c.source for c in nb.cells)
+    return any(has_region(c) for c in nb.cells)
 
 
 def clean(nb):
@@ -91,10 +132,154 @@ def make_exercise(solution_nb, name: str = "notebook"):
     for i, cell in enumerate(nb.cells):
         where = f"{name}, cell {i}"
         if cell.cell_type == "code":
-            cell.source = _strip_code(cell.source, where)
+            cell.source = _strip(cell.source, CODE_STUB, where)
         elif cell.cell_type == "markdown":
-            cell.source = _strip_markdown(cell.source, where)
+            cell.source = _strip(cell.source, TEXT_STUB, where)
     return clean(nb)
+
+
+# ---------------------------------------------------------------------------------------
+# Check cells and nbgrader metadata
+# ---------------------------------------------------------------------------------------
+def _parse(source: str):
+    try:
+        return ast.parse(source)
+    except SyntaxError:  # IPython magics, a learner's half-written line: not a check cell
+        return None
+
+
+def check_imports(nb) -> tuple[dict[str, str], set[str]]:
+    """``(functions, modules)``: the checks a notebook imports from ``mlcourse.checks``, as
+    ``{name in the notebook: the check's own name}`` (``from mlcourse.checks.ch01 import
+    check_x as cx``), and the names it gives the check modules (``from mlcourse.checks import
+    ch01``, ``import mlcourse.checks.ch01 as ch01``)."""
+    functions: dict[str, str] = {}
+    modules: set[str] = set()
+    for cell in nb.cells:
+        tree = _parse(cell.source) if cell.cell_type == "code" else None
+        for node in ast.walk(tree) if tree else ():
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("mlcourse.checks"):
+                for alias in node.names:
+                    if alias.name == "CheckFailed":
+                        continue
+                    if node.module == "mlcourse.checks":
+                        modules.add(alias.asname or alias.name)
+                    else:
+                        functions[alias.asname or alias.name] = alias.name
+            elif isinstance(node, ast.Import):
+                modules.update(a.asname for a in node.names if a.name.startswith("mlcourse.checks.") and a.asname)
+    return functions, modules
+
+
+def called_checks(source: str, imports: tuple[dict[str, str], set[str]]) -> list[str]:
+    """The checks a cell calls as top-level statements, in order, by their own names (``[]``
+    for any other cell: ``result = check_x(f)`` is an experiment, not a check cell)."""
+    tree = _parse(source)
+    functions, modules = imports
+    names = []
+    for statement in tree.body if tree else ():
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        if not isinstance(call, ast.Call):
+            continue
+        func = call.func
+        if isinstance(func, ast.Name) and func.id in functions:
+            names.append(functions[func.id])
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in modules:
+            names.append(func.attr)
+    return names
+
+
+def imports_checks(source: str) -> bool:
+    """Whether a code cell imports from ``mlcourse.checks`` (the cell the checks depend on)."""
+    tree = _parse(source)
+    for node in ast.walk(tree) if tree else ():
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlcourse.checks"):
+            return True
+        if isinstance(node, ast.Import) and any(a.name.startswith("mlcourse.checks") for a in node.names):
+            return True
+    return False
+
+
+def cell_role(cell, imports) -> str | None:
+    """``"solution"``, ``"answer"``, ``"check"``, ``"locked"`` or None (see the module docstring)."""
+    if has_region(cell):
+        return "solution" if cell.cell_type == "code" else "answer"
+    if cell.cell_type == "markdown":
+        return "locked"
+    if cell.cell_type == "code":
+        if called_checks(cell.source, imports):
+            return "check"
+        if imports_checks(cell.source):
+            return "locked"
+    return None
+
+
+def check_cells(nb) -> list[int]:
+    """Indices of the check cells of a notebook (code cells that call a check)."""
+    imports = check_imports(nb)
+    return [i for i, c in enumerate(nb.cells) if cell_role(c, imports) == "check"]
+
+
+def _defined_name(source: str) -> str | None:
+    tree = _parse(source)  # the markers are comments
+    for statement in tree.body if tree else ():
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return statement.name
+    return None
+
+
+def nbgrader_cell_metadata(nb) -> list[dict | None]:
+    """The ``nbgrader`` metadata every cell of a solution notebook should carry (None: none).
+
+    grade_ids say what a cell is in nbgrader's gradebook and feedback: a check cell is named
+    after its check (``check_make_episode``), a solution cell after what it defines
+    (``make_episode``), a written answer ``answer_1``, ``answer_2``, ..., a read-only cell
+    ``cell-<its Jupyter cell id>``; a repeated name gets ``_2``, ``_3``, ...
+    """
+    imports = check_imports(nb)
+    used: set[str] = set()
+    answers = 0
+
+    def unique(grade_id: str) -> str:
+        grade_id = re.sub(r"[^A-Za-z0-9_-]", "_", grade_id)
+        candidate, n = grade_id, 1
+        while candidate in used:
+            n += 1
+            candidate = f"{grade_id}_{n}"
+        used.add(candidate)
+        return candidate
+
+    out: list[dict | None] = []
+    for index, cell in enumerate(nb.cells):
+        role = cell_role(cell, imports)
+        cell_name = f"cell-{cell.get('id') or index}"
+        base = {"schema_version": NBGRADER_SCHEMA, "grade": False, "solution": False, "locked": False}
+        if role == "solution":
+            meta = {**base, "solution": True, "grade_id": unique(_defined_name(cell.source) or f"solution-{cell_name}")}
+        elif role == "answer":
+            answers += 1
+            meta = {**base, "solution": True, "grade": True, "points": ANSWER_POINTS, "grade_id": unique(f"answer_{answers}")}
+        elif role == "check":
+            meta = {**base, "grade": True, "locked": True, "points": CHECK_POINTS,
+                    "grade_id": unique(called_checks(cell.source, imports)[0])}
+        elif role == "locked":
+            meta = {**base, "locked": True, "grade_id": unique(cell_name)}
+        else:
+            meta = None
+        out.append(meta)
+    return out
+
+
+def with_nbgrader_metadata(solution_nb):
+    """A copy of a solution notebook whose cells carry the nbgrader metadata they should
+    (other metadata and every cell's source untouched)."""
+    nb = nbformat.reads(nbformat.writes(solution_nb), as_version=4)
+    for cell, meta in zip(nb.cells, nbgrader_cell_metadata(nb)):
+        if meta is None:
+            cell.metadata.pop("nbgrader", None)
+        else:
+            cell.metadata["nbgrader"] = meta
+    return nb
 
 
 def exercise_pairs(root: Path = ROOT):
@@ -107,15 +292,17 @@ def render(nb) -> str:
 
 
 def generate_exercises(root: Path = ROOT, check: bool = False) -> list[str]:
-    """Write (or, with ``check``, compare) every exercise; return the names that differ."""
+    """Write (or, with ``check``, compare) every solution's nbgrader metadata and every
+    exercise; return the files that differ (``solutions/NAME`` for metadata, ``exercises/NAME``)."""
     stale = []
     for sol, ex in exercise_pairs(root):
-        text = render(make_exercise(nbformat.read(sol, as_version=4), sol.name))
-        if not ex.exists() or ex.read_text(encoding="utf-8") != text:
-            stale.append(ex.name)
-            if not check:
-                ex.parent.mkdir(exist_ok=True)
-                ex.write_text(text, encoding="utf-8")
+        solution = with_nbgrader_metadata(nbformat.read(sol, as_version=4))
+        for path, text in ((sol, render(solution)), (ex, render(make_exercise(solution, sol.name)))):
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(f"{path.parent.name}/{path.name}")
+                if not check:
+                    path.parent.mkdir(exist_ok=True)
+                    path.write_text(text, encoding="utf-8")
     return stale
 
 
@@ -174,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m mlcourse.authoring", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="command",
                                 help="exercises, clean or execute (each has its own --help)")
-    ex = sub.add_parser("exercises", help="generate exercises/ from solutions/")
-    ex.add_argument("--check", action="store_true", help="only report exercises that are out of date")
+    ex = sub.add_parser("exercises", help="write nbgrader metadata into solutions/ and generate exercises/ from them")
+    ex.add_argument("--check", action="store_true", help="only report the files that are out of date")
     cl = sub.add_parser("clean", help="strip outputs from notebooks in place")
     cl.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
     run = sub.add_parser("execute", help="run notebooks headless and time them")

@@ -41,8 +41,9 @@ def test_chapters_follow_the_template(path):
 
 
 def test_exercises_are_generated_from_solutions():
+    """Both derived things are up to date: each solution's nbgrader metadata and each exercise."""
     stale = authoring.generate_exercises(check=True)
-    assert not stale, f"exercises out of date: {stale}; run `python -m mlcourse.authoring exercises`"
+    assert not stale, f"out of date: {stale}; run `python -m mlcourse.authoring exercises`"
     for sol, ex in authoring.exercise_pairs():
         assert ex.exists(), f"{ex} missing"
         ex_text = ex.read_text(encoding="utf-8")
@@ -56,16 +57,75 @@ def test_marker_errors_are_reported():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
     with pytest.raises(authoring.MarkerError, match="nothing for the learner"):
         authoring.make_exercise(nb, "demo")
+    # nbgrader replaces a whole marker line: text beside a marker would vanish, so it is refused
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("Why? <!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->")])
+    with pytest.raises(authoring.MarkerError, match="stand alone"):
+        authoring.make_exercise(nb, "demo")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n### END SOLUTION")])
+    with pytest.raises(authoring.MarkerError, match="without BEGIN"):
+        authoring.make_exercise(nb, "demo")
 
 
 def test_strip_keeps_indentation_and_markdown_answers():
     src = "def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n"
-    md = "Why?\n<!-- BEGIN SOLUTION -->Because.<!-- END SOLUTION -->"
+    md = "Why?\n<!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src), nbformat.v4.new_markdown_cell(md)])
     ex = authoring.make_exercise(nb)
-    assert ex.cells[0].source == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
-    assert ex.cells[1].source == "Why?\n*YOUR ANSWER HERE*"
+    # line for line, as nbgrader: the trailing newline stays
+    assert ex.cells[0].source == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+    assert ex.cells[1].source == "Why?\nYOUR ANSWER HERE"  # nbgrader's stub: the marker line goes whole
     assert "BEGIN" in nb.cells[0].source  # the solution notebook is untouched
+
+
+def _demo_solution():
+    return nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Demo"),
+        nbformat.v4.new_code_cell("from mlcourse.checks.ch01 import check_make_episode as check_a\nfrom mlcourse.checks import ch02"),
+        nbformat.v4.new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+        nbformat.v4.new_code_cell("check_a(f)"),
+        nbformat.v4.new_code_cell("ch02.check_prototypes(f)"),
+        nbformat.v4.new_code_cell("check_a(f)  # the same check again gets its own grade_id"),
+        nbformat.v4.new_code_cell("result = check_a(f)  # not a bare call: an experiment, not a check cell"),
+        nbformat.v4.new_markdown_cell("Why?\n<!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->"),
+        nbformat.v4.new_code_cell("%matplotlib inline\nplot(f)"),
+    ])
+
+
+def test_nbgrader_metadata_is_derived_from_markers_and_checks():
+    nb = _demo_solution()
+    meta = authoring.nbgrader_cell_metadata(nb)
+    summary = [m and (m["grade_id"], m["grade"], m["solution"], m["locked"], m.get("points")) for m in meta]
+    assert summary == [
+        (f"cell-{nb.cells[0].id}", False, False, True, None),   # instructions: read-only
+        (f"cell-{nb.cells[1].id}", False, False, True, None),   # the checks' import: read-only
+        ("f", False, True, False, None),                        # solution cell, named after its function
+        ("check_make_episode", True, False, True, 1),           # autograded, one point
+        ("check_prototypes", True, False, True, 1),
+        ("check_make_episode_2", True, False, True, 1),
+        None,                                                   # free code cell: no metadata
+        ("answer_1", True, True, False, 1),                     # written answer, graded by hand
+        None,
+    ]
+    assert all(m is None or m["schema_version"] == 3 for m in meta)
+    assert authoring.check_cells(nb) == [3, 4, 5]
+
+
+def test_stale_or_missing_nbgrader_metadata_is_caught(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    solution = tmp_path / "solutions" / "demo.ipynb"
+    solution.write_text(authoring.render(_demo_solution()), encoding="utf-8")
+    assert authoring.generate_exercises(tmp_path, check=True) == ["solutions/demo.ipynb", "exercises/demo.ipynb"]
+    assert sorted(authoring.generate_exercises(tmp_path)) == ["exercises/demo.ipynb", "solutions/demo.ipynb"]
+    assert authoring.generate_exercises(tmp_path, check=True) == []
+    nb = nbformat.read(solution, as_version=4)
+    assert nb.cells[3].metadata.nbgrader.points == 1 and nb.cells[3].source == "check_a(f)"  # sources untouched
+    nb.cells[3].metadata.nbgrader.points = 5       # a hand edit
+    del nb.cells[2].metadata["nbgrader"]           # and a lost one
+    solution.write_text(authoring.render(nb), encoding="utf-8")
+    assert authoring.generate_exercises(tmp_path, check=True) == ["solutions/demo.ipynb"]
+    nb.cells[3].source = "check_a(f)\ncheck_a(f)"  # an edited check cell: the exercise is stale too
+    solution.write_text(authoring.render(nb), encoding="utf-8")
+    assert authoring.generate_exercises(tmp_path, check=True) == ["solutions/demo.ipynb", "exercises/demo.ipynb"]
 
 
 def _run(path):
@@ -82,7 +142,7 @@ def test_unsolved_exercise_checks_fail_with_messages(sol, ex):
     """Run the exercise as a learner receives it: every check cell must fail, with the
     check's own message, not a bare traceback."""
     nb = _run(ex)
-    check_cells = [c for c in nb.cells if c.cell_type == "code" and c.source.strip().startswith("check_")]
+    check_cells = [nb.cells[i] for i in authoring.check_cells(nb)]
     assert check_cells, "an exercise without check cells"
     for cell in check_cells:
         errors = [o for o in cell.outputs if o.output_type == "error"]
