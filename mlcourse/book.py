@@ -342,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.fast:  # the kernels nbclient starts inherit this environment
         os.environ["MLCOURSE_FAST"] = "1"
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Figures reach the page only through the inline backend; a MPLBACKEND=Agg in the caller's
+    # environment (a headless server, the test suite) would leave every chapter without its plots.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     from .config import fast_mode
 
     fast = fast_mode()
