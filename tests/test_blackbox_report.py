@@ -81,3 +81,16 @@ def test_pictures_draw_and_refuse_a_bad_step():
     with pytest.raises(ValueError, match="step must lie in 0..0"):
         report.plot_update_vs_gradient(trace, 1, 0.4, ax=a)
     plt.close(fig)
+
+
+def test_format_analysis():
+    analysis = {"data": "omniglot", "split": "test", "ways": 5, "shots": 1, "eval_seed": 12345,
+                "order": {"snail": {"episodes": 200, "orders": 8, "accuracy_given_order": 0.7369, "accuracy_random_orders": 0.7387,
+                                    "accuracy_spread": 0.0125, "prediction_flip_rate": 0.0654}},
+                "learned_opt_steps": {"trained_steps": 5, "sgd_lr": 0.4, "episodes": 100,
+                                      "learned": {"10": {"accuracy": 0.8179, "ci95": 0.02}, "2": {"accuracy": 0.59, "ci95": 0.02}},
+                                      "sgd": {"10": {"accuracy": 0.7311, "ci95": 0.022}}}}  # fmt: skip
+    lines = report.format_analysis(analysis).splitlines()
+    assert "given 73.69%, random 73.87% (spread 1.25 points), predictions flipped 6.5%" in lines[1]
+    assert lines[3].strip().startswith("2 test steps") and lines[3].endswith("SGD -")  # sorted by steps; SGD missing
+    assert "learned  81.79 ± 2.00%   SGD  73.11 ± 2.20%" in lines[4]

@@ -137,3 +137,22 @@ def draw_sequence_diagram(n_way: int = 5, k_shot: int = 1, ax=None):
     ax.set(xlim=(-0.3, tokens + 0.1), ylim=(-1.2, 3.2))
     ax.set_axis_off()
     return ax
+
+
+def format_analysis(analysis: dict) -> str:
+    """``docs/runs/blackbox/analysis.json`` as text: the support-order effect of each sequence
+    learner, and the learned optimiser's accuracy by test steps beside SGD's from the same θ_0."""
+    lines = [f"{analysis['data']} {analysis['split']}, {analysis['ways']}-way {analysis['shots']}-shot, eval seed {analysis['eval_seed']}"]
+    for method, e in analysis.get("order", {}).items():
+        lines.append(f"  {method:13s} order: given {100 * e['accuracy_given_order']:.2f}%, random {100 * e['accuracy_random_orders']:.2f}% "
+                     f"(spread {100 * e['accuracy_spread']:.2f} points), predictions flipped {100 * e['prediction_flip_rate']:.1f}% "
+                     f"({e['episodes']} episodes x {e['orders']} orders)")  # fmt: skip
+    steps = analysis.get("learned_opt_steps")
+    if steps:
+        lines.append(f"  learned optimiser (trained with {steps['trained_steps']} steps) vs SGD at lr {steps['sgd_lr']:g} "
+                     f"from the same θ_0, {steps['episodes']} episodes:")  # fmt: skip
+        for k in sorted(steps["learned"], key=int):
+            a, b = steps["learned"][k], steps["sgd"].get(k)
+            sgd = f"{100 * b['accuracy']:6.2f} ± {100 * b['ci95']:.2f}%" if b else "-"
+            lines.append(f"    {int(k):3d} test steps: learned {100 * a['accuracy']:6.2f} ± {100 * a['ci95']:.2f}%   SGD {sgd}")
+    return "\n".join(lines)
