@@ -143,3 +143,29 @@ def test_lab_adds_allow_root_only_as_root_and_only_once(monkeypatch):
     assert "--allow-root" not in course.lab_command("py", ["--ServerApp.allow_root=False"])
     monkeypatch.setattr(course, "running_as_root", lambda: False)
     assert "--allow-root" not in course.lab_command("py", ["--no-browser"])
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--fats"], "'--fats'"),
+    (["--out"], "--out"),
+    (["--out", "README.md"], "--out README.md"),
+    (["--fast", "chapters"], "'chapters'"),
+])
+def test_book_refuses_a_bad_argument_in_one_line_before_installing_anything(args, named):
+    r = run_course("book", *args)
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert err[0].startswith("course.py book: error:") and named in err[0] and "Traceback" not in r.stderr
+    assert r.stdout == ""  # no "+ pip install", no build
+
+
+def test_book_passes_its_arguments_on_to_mlcourse_book():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import course
+    finally:
+        sys.path.remove(str(ROOT))
+    assert course.book_arguments([]) == []
+    assert course.book_arguments(["--out=/tmp/b", "--fast"]) == ["--fast", "--out", "/tmp/b"]
+    assert course.book_arguments(["--fast", "--out", "site"]) == ["--fast", "--out", "site"]
+    assert "python3 course.py book" in run_course("--help").stdout
