@@ -5,7 +5,8 @@ solution goes through ``nbgrader generate_assignment``: it must pass nbgrader's 
 checks and release a student notebook that hides exactly what ``exercises/`` hides. One
 exercise, ``01_episodes_and_evaluation`` (the cheapest: about 10 s to run in fast mode), is
 then autograded for three students: the solution scores full marks, the exercise as released
-scores zero on every check, and a half-done copy scores in between. nbgrader runs as the
+scores zero on every check, and a half-done copy scores in between (its other two check
+cells edited and deleted: nbgrader puts them back, so that gains nothing). nbgrader runs as the
 command line a teacher types (``python -m nbgrader ...``), with ``MLCOURSE_FAST=1`` in its
 environment, which the grading kernel inherits; its sqlite gradebook stays in the temporary
 folder. Skipped when nbgrader (the ``teach`` extra) is not installed.
@@ -48,7 +49,8 @@ def course(tmp_path_factory) -> Path:
     (root / "nbgrader_config.py").write_text(
         "c = get_config()\n"
         f"c.CourseDirectory.root = {str(root)!r}\n"
-        "c.Execute.timeout = 600  # seconds per cell; fast mode needs far less\n")
+        "c.Execute.timeout = 600  # seconds per cell; fast mode needs far less\n"
+        "c.OverwriteCells.add_missing_cells = True  # a deleted check cell is put back, as docs/teaching.md advises\n")
     for solution, _ in authoring.exercise_pairs():
         (root / "source" / solution.stem).mkdir(parents=True)
         shutil.copy(solution, root / "source" / solution.stem / solution.name)
@@ -108,6 +110,10 @@ def test_autograde_scores_solved_unsolved_and_half_done(course):
     for cell, source in zip(half.cells, solution.cells):
         if cell.metadata.get("nbgrader", {}).get("grade_id") == filled:
             cell.source = source.source
+    # and the two unsolved parts' checks tampered with: one edited, one deleted (they must still score 0)
+    grade_ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in half.cells]
+    half.cells[grade_ids.index("check_confidence_interval")].source = "print('passed')"
+    del half.cells[grade_ids.index("check_nearest_neighbour")]
     for who, nb in (("solved", solution), ("unsolved", student), ("half", half)):
         folder = course / "submitted" / who / GRADED
         folder.mkdir(parents=True)
