@@ -25,6 +25,7 @@ exclude_patterns = [".doctrees", "**.ipynb_checkpoints", "**.partial"]
 nb_execution_mode = "off"
 nb_merge_streams = True  # one block per cell for prints and warnings, not one per write
 myst_enable_extensions = ["dollarmath", "amsmath"]  # $...$ and $$...$$ as in the notebooks
+myst_dmath_double_inline = True  # $$...$$ inside a paragraph or list item, as JupyterLab shows it (chapter 05)
 myst_heading_anchors = 3  # links like [..](#a-heading) inside a page resolve
 suppress_warnings = ["myst.header"]  # the notebooks' headings skip levels on purpose (a ### after a #)
 
