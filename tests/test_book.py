@@ -121,25 +121,29 @@ def test_static_widgets_survive_a_cyclic_state():
 
 # --------------------------------------------------------------------------- the command line
 
-def _book_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlcourse.book", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
-
-
 @pytest.mark.parametrize("args, named", [
     (["--chapters", "99"], "--chapters 99"),
     (["--chapters", "04", "nope"], "--chapters nope"),
     (["--timeout", "0"], "--timeout 0"),
     (["--timeout", "soon"], "--timeout"),
-    (["--out", "README.md"], "--out README.md"),
-    (["--out", "."], "--out ."),
+    (["--out", str(ROOT / "README.md")], "README.md: must be a folder"),
+    (["--out", str(ROOT)], "must be a folder that does not hold the repository"),
     (["--pages"], "--pages"),
 ])
-def test_bad_arguments_are_one_line_and_exit_2(args, named):
-    r = _book_cli(*args)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
-    assert named in lines[0] and "Traceback" not in r.stderr
-    assert r.stdout == ""  # refused before any work
+def test_bad_arguments_are_one_line_and_exit_2(args, named, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        book.main(args)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(lines) == 1, captured.err
+    assert lines[0].startswith("python -m mlcourse.book: error:") and named in lines[0]
+    assert captured.out == ""  # refused before any work
+
+
+def test_the_module_runs_as_a_command():
+    r = subprocess.run([sys.executable, "-m", "mlcourse.book", "--chapters", "99"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_chapters_are_named_by_number_or_name_and_kept_in_course_order():
