@@ -50,20 +50,16 @@ def test_exercises_are_generated_from_solutions():
         assert authoring.BEGIN not in ex_text and "NotImplementedError()" in ex_text
 
 
-def test_marker_errors_are_reported():
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\ny = 2")])
-    with pytest.raises(authoring.MarkerError, match="never closed"):
-        authoring.make_exercise(nb, "demo")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
-    with pytest.raises(authoring.MarkerError, match="nothing for the learner"):
-        authoring.make_exercise(nb, "demo")
+@pytest.mark.parametrize("cell, message", [
+    (nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\ny = 2"), "never closed"),
+    (nbformat.v4.new_code_cell("x = 1"), "nothing for the learner"),
     # nbgrader replaces a whole marker line: text beside a marker would vanish, so it is refused
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("Why? <!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->")])
-    with pytest.raises(authoring.MarkerError, match="stand alone"):
-        authoring.make_exercise(nb, "demo")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n### END SOLUTION")])
-    with pytest.raises(authoring.MarkerError, match="without BEGIN"):
-        authoring.make_exercise(nb, "demo")
+    (nbformat.v4.new_markdown_cell("Why? <!-- BEGIN SOLUTION -->\nBecause.\n<!-- END SOLUTION -->"), "stand alone"),
+    (nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n### END SOLUTION"), "without BEGIN"),
+])  # fmt: skip
+def test_marker_errors_are_reported(cell, message):
+    with pytest.raises(authoring.MarkerError, match=message):
+        authoring.make_exercise(nbformat.v4.new_notebook(cells=[cell]), "demo")
 
 
 def test_strip_keeps_indentation_and_markdown_answers():
