@@ -1,0 +1,152 @@
+"""The augmentation loop: labels kept, the queries never reach the augmenter or the support
+set, determinism under a seed, shapes and range, the affine arm, pairing with evaluate, and
+every bad input's error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import toy_dataset
+from mlcourse.evaluate import compare, evaluate
+from mlcourse.metagen.augment import AffineJitter, AugmentedPredictor, augment_support, episode_seed, leaked_queries
+
+
+class MarkClass:
+    """Draws images whose every pixel is the mean of the support pixel (0, 0): a generated
+    image tells which class's images it was drawn from. Records everything it was shown."""
+
+    def __init__(self):
+        self.seen = []
+
+    def generate(self, support, n, *, seed=0):
+        self.seen.append(support.clone())
+        g = torch.Generator().manual_seed(seed)
+        mark = support[:, :, 0, 0].mean()
+        out = torch.rand(n, *support.shape[1:], generator=g) * 0.01
+        out[:, :, 0, 0] = mark
+        return out
+
+
+def episode(n_way=3, k=2, q=4, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.rand(n_way * k, 1, size, size, generator=g)
+    sy = torch.arange(n_way).repeat_interleave(k)
+    sx[:, 0, 0, 0] = sy.float() / 10  # the class, readable from the pixel
+    qx = torch.rand(n_way * q, 1, size, size, generator=g)
+    return sx, sy, qx
+
+
+def test_labels_kept_and_support_first():
+    sx, sy, _ = episode()
+    x, y = augment_support(sx, sy, MarkClass(), per_image=3, seed=0)
+    assert x.shape == (6 + 18, 1, 8, 8) and y.shape == (24,)
+    assert torch.equal(x[:6], sx) and torch.equal(y[:6], sy)
+    # each generated image carries the mark of the class it was drawn from, and that class's label
+    assert torch.allclose(x[6:, 0, 0, 0], y[6:].float() / 10)
+    assert torch.equal(torch.bincount(y), torch.tensor([8, 8, 8]))
+
+
+def test_augmenter_sees_one_class_at_a_time_and_never_a_query():
+    sx, sy, qx = episode()
+    aug = MarkClass()
+    predict_seen = []
+
+    def predict(x, y, q):
+        predict_seen.append((x, y))
+        return torch.zeros(len(q), 3)
+
+    AugmentedPredictor(predict, aug, per_image=2)(sx, sy, qx)
+    assert len(aug.seen) == 3
+    for shown in aug.seen:
+        assert len(torch.unique(shown[:, 0, 0, 0])) == 1  # a single class
+        assert len(leaked_queries(shown, qx)) == 0
+    x, _ = predict_seen[0]
+    assert len(leaked_queries(x, qx)) == 0
+
+
+def test_a_leaking_augmenter_is_caught():
+    sx, sy, qx = episode()
+
+    class Leaky:
+        def generate(self, support, n, *, seed=0):
+            return qx[:n]
+
+    with pytest.raises(ValueError, match="leaked"):
+        AugmentedPredictor(lambda x, y, q: torch.zeros(len(q), 3), Leaky(), per_image=1)(sx, sy, qx)
+    assert leaked_queries(torch.cat([sx, qx[5:6]]), qx).tolist() == [5]
+
+
+def test_deterministic_and_independent_of_episode_order():
+    sx, sy, _ = episode()
+    a = augment_support(sx, sy, AffineJitter(1.0), 2, seed=episode_seed(0, sx))
+    b = augment_support(sx, sy, AffineJitter(1.0), 2, seed=episode_seed(0, sx))
+    c = augment_support(sx, sy, AffineJitter(1.0), 2, seed=episode_seed(1, sx))
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+    sx2, _, _ = episode(seed=5)
+    assert episode_seed(0, sx) != episode_seed(0, sx2)
+
+
+def test_affine_jitter_range_and_sources():
+    support = torch.zeros(2, 1, 28, 28)
+    support[0, 0, 10:18, 10:18] = 1.0
+    out = AffineJitter(0.5).generate(support, 4, seed=0)
+    assert out.shape == (4, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+    assert out[1].sum() == 0 and out[3].sum() == 0  # drawn from the blank second image
+    assert out[0].sum() > 0 and not torch.equal(out[0], out[2])
+
+
+def test_zero_per_image_is_the_plain_predictor_on_the_same_episodes():
+    ds = toy_dataset(num_classes=6, per_class=8, size=8)
+
+    def nearest_mean(x, y, q):
+        means = torch.stack([x[y == c].mean(0) for c in range(int(y.max()) + 1)])
+        return -torch.cdist(q.flatten(1), means.flatten(1))
+
+    plain = evaluate(nearest_mean, ds, 3, 1, 2, episodes=10, seed=1, progress=False)
+    same = evaluate(AugmentedPredictor(nearest_mean, AffineJitter(), 0), ds, 3, 1, 2, episodes=10, seed=1, progress=False)
+    jitter = evaluate(AugmentedPredictor(nearest_mean, AffineJitter(), 2), ds, 3, 1, 2, episodes=10, seed=1, progress=False)
+    assert plain.accuracies == same.accuracies
+    assert plain.fingerprint == jitter.fingerprint  # the arms pair
+    assert compare(jitter, plain).episodes == 10
+
+
+def test_needs_grad_passes_through():
+    def predict(x, y, q):
+        return torch.zeros(len(q), 2)
+
+    predict.needs_grad = True
+    assert AugmentedPredictor(predict, AffineJitter(), 1).needs_grad is True
+
+
+def test_bad_inputs():
+    sx, sy, _ = episode()
+    with pytest.raises(ValueError, match="per_image"):
+        augment_support(sx, sy, AffineJitter(), -1)
+    with pytest.raises(ValueError, match="per_image"):
+        AugmentedPredictor(lambda *a: None, AffineJitter(), 1.5)
+    with pytest.raises(ValueError, match="labels of shape"):
+        augment_support(sx, sy[:-1], AffineJitter(), 1)
+    with pytest.raises(ValueError, match="integers"):
+        augment_support(sx, sy.float(), AffineJitter(), 1)
+    with pytest.raises(ValueError, match=r"\[S, C, H, W\]"):
+        augment_support(sx[0], sy, AffineJitter(), 1)
+    with pytest.raises(TypeError, match="generate"):
+        augment_support(sx, sy, object(), 1)
+    with pytest.raises(TypeError, match="callable"):
+        AugmentedPredictor(3, AffineJitter(), 1)
+    with pytest.raises(ValueError, match="strength"):
+        AffineJitter(0)
+
+    class WrongCount:
+        def generate(self, support, n, *, seed=0):
+            return torch.zeros(n + 1, *support.shape[1:])
+
+    class OutOfRange:
+        def generate(self, support, n, *, seed=0):
+            return torch.full((n, *support.shape[1:]), 2.0)
+
+    with pytest.raises(ValueError, match="expected"):
+        augment_support(sx, sy, WrongCount(), 1)
+    with pytest.raises(ValueError, match=r"not \[0, 1\]"):
+        augment_support(sx, sy, OutOfRange(), 1)
