@@ -4,7 +4,7 @@ Each *task* is a sine wave ``y = A sin(x - φ)`` with amplitude ``A ~ U[0.1, 5]`
 ``φ ~ U[0, π]``, observed at ``x ~ U[-5, 5]``. Given K points of a new wave, regress the whole
 curve. A network *pretrained* on all tasks at once can only learn their average wave,
 ``E[A] E[sin(x - φ)] = 2.55 · (−2/π) cos x ≈ −1.62 cos x`` (with φ in ``[0, π]`` only, the
-phases do *not* cancel), one fixed curve whatever the task, and a few gradient steps from
+phases do *not* cancel; :func:`average_wave`), one fixed curve whatever the task, and a few gradient steps from
 there go slowly.
 MAML learns an initialisation from which a few steps on K points recover the wave.
 
@@ -58,6 +58,16 @@ def sample_points(tasks: SineTasks, k: int, generator: torch.Generator) -> tuple
         raise ValueError(f"k must be at least 1, got {k}")
     x = torch.empty(len(tasks), k, 1).uniform_(*X_RANGE, generator=generator)
     return x, tasks(x)
+
+
+def average_wave(x: torch.Tensor) -> torch.Tensor:
+    """The mean over tasks of ``A sin(x - φ)``: the best a model that ignores the task can do
+    (in squared error). ``E[A] E[sin(x - φ)]``, with ``E[sin(x - φ)] = (cos(x - b) - cos(x - a)) / (b - a)``
+    for ``φ ~ U[a, b]``; for ``[0, π]`` that is ``-(2/π) cos x``, so the mean wave is about
+    ``-1.62 cos x``, not flat."""
+    a, b = PHASE
+    mean_amplitude = (AMPLITUDE[0] + AMPLITUDE[1]) / 2
+    return mean_amplitude * (torch.cos(x - b) - torch.cos(x - a)) / (b - a)
 
 
 def sine_mlp(hidden: int = 40) -> nn.Module:
@@ -150,8 +160,9 @@ def adaptation_curves(models: dict[str, nn.Module], k_shot: int = 10, max_steps:
     return AdaptationCurves(x_grid.view(-1), truth.view(-1), sx.view(-1), sy.view(-1), preds, mses)
 
 
-def plot_adaptation(curves: AdaptationCurves, step: int, axes=None):
-    """Left: each model's curve after ``step`` steps; right: MSE against steps."""
+def plot_adaptation(curves: AdaptationCurves, step: int, axes=None, show_average: bool = True):
+    """Left: each model's curve after ``step`` steps (and, dashed, the average wave over all
+    tasks, where a pretrained model starts); right: MSE against steps."""
     import matplotlib.pyplot as plt
 
     if axes is None:
@@ -159,6 +170,8 @@ def plot_adaptation(curves: AdaptationCurves, step: int, axes=None):
     ax, ax2 = axes
     ax.plot(curves.x_grid, curves.truth, color="k", lw=2, label="true wave")
     ax.scatter(curves.support_x, curves.support_y, color="k", marker="^", zorder=5, label=f"{len(curves.support_x)} support points")
+    if show_average:
+        ax.plot(curves.x_grid, average_wave(curves.x_grid), color="grey", ls="--", lw=1, label="average wave over tasks")
     for name, preds in curves.predictions.items():
         ax.plot(curves.x_grid, preds[step], lw=1.5, label=f"{name} after {step} step{'s' * (step != 1)}")
     ax.set_ylim(-6, 6)
