@@ -320,8 +320,11 @@ def _train_bench(recipe: Recipe, data: str, threads: int, tmp: Path):
     from . import bench
     from .fewshot import FewShotClassifier
 
-    result = bench.main([recipe.settings["method"], "--data", data, "--checkpoint", str(tmp), "--json", "--quiet",
-                         "--threads", str(threads)])  # fmt: skip
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # the bench prints its JSON; ours is the file
+        result = bench.main([recipe.settings["method"], "--data", data, "--checkpoint", str(tmp), "--json", "--quiet",
+                             "--threads", str(threads)])  # fmt: skip
     model = FewShotClassifier.load(tmp)
     stored = torch.load(tmp, map_location="cpu", weights_only=False)
     score = (f"{100 * result['accuracy']:.2f}% ± {100 * result['ci95']:.2f}% on {result['episodes']} "
@@ -350,8 +353,13 @@ def _train_generative(recipe: Recipe, splits, device):
     return model.cpu(), steps, history.seconds, score, {"image_shape": list(splits.train.image_shape)}
 
 
-def build(name: str, data: str = "glyphs", *, threads: int = 1, out: str | os.PathLike | None = None) -> Path:
-    """Train the reference ``name`` on ``data`` with its recipe and write it with its provenance."""
+def build(name: str, data: str = "glyphs", *, threads: int = 1, out: str | os.PathLike | None = None,
+          checkpoint: str | os.PathLike | None = None) -> Path:  # fmt: skip
+    """Train the reference ``name`` on ``data`` with its recipe and write it with its provenance.
+
+    ``checkpoint`` (bench recipes only): a ``python -m mlcourse.bench METHOD --data DATA --checkpoint
+    PATH`` file to reuse. The bench loads it only when it was trained with exactly the recipe's
+    settings (else it stops, naming what differs), then scores it on the test episodes."""
     from .config import fast_mode, get_device
 
     _check_name(name, data)
@@ -363,17 +371,24 @@ def build(name: str, data: str = "glyphs", *, threads: int = 1, out: str | os.Pa
     out = Path(out) if out is not None else path_for(name, data)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if checkpoint is not None and recipe.kind != "bench":
+        raise ValueError(f"checkpoint: only the bench's models ({', '.join(n for n, r in RECIPES.items() if r.kind == 'bench')}) reuse one")
     if recipe.kind == "bench":
-        tmp = out.with_suffix(".bench.tmp")
+        tmp = Path(checkpoint) if checkpoint is not None else out.with_suffix(".bench.tmp")
         try:
             model, steps, seconds, score, extra = _train_bench(recipe, data, threads, tmp)
         finally:
-            tmp.unlink(missing_ok=True)
+            if checkpoint is None:
+                tmp.unlink(missing_ok=True)
     else:
         splits = _splits(data)
         model, steps, seconds, score, extra = _train_generative(recipe, splits, device)
+    command = f"{PROG} build {name} --data {data} --threads {threads}"
+    if checkpoint is not None:
+        command = (f"python -m mlcourse.bench {recipe.settings['method']} --data {data} --checkpoint {checkpoint}, "
+                   f"then {command} --checkpoint {checkpoint}")  # fmt: skip
     provenance = {
-        "command": f"{PROG} build {name} --data {data} --threads {threads}",
+        "command": command,
         "steps": int(steps), "seconds": float(seconds), "wall_seconds": time.perf_counter() - start,
         "threads": threads, "device": str(device), "score": score,
     }  # fmt: skip
@@ -422,6 +437,8 @@ def build_parser():
     b.add_argument("--data", default="glyphs", help="glyphs (default; kept in the package) or omniglot (kept in the cache)")
     b.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     b.add_argument("--out", default=None, help="write here instead of the default place")
+    b.add_argument("--checkpoint", default=None,
+                   help="protonet, maml: reuse this bench checkpoint (trained with exactly the recipe's settings) instead of training")
     for command, text in (("list", "what reference models there are, with their provenance"),
                           ("check", "whether each reference model matches today's code and data")):  # fmt: skip
         s = sub.add_parser(command, help=text)
@@ -441,7 +458,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.name not in RECIPES:
             bad_argument(PROG, "NAME", args.name, ", ".join(RECIPES))
         check_at_least(PROG, "--threads", args.threads, 1)
-        path = build(args.name, args.data, threads=args.threads, out=args.out)
+        if args.checkpoint is not None and RECIPES[args.name].kind != "bench":
+            bad_argument(PROG, "--checkpoint", args.checkpoint, "left out for " + args.name + " (only protonet and maml reuse a bench checkpoint)")
+        if args.checkpoint is not None and not Path(args.checkpoint).exists():
+            bad_argument(PROG, "--checkpoint", args.checkpoint, "an existing file written by python -m mlcourse.bench")
+        path = build(args.name, args.data, threads=args.threads, out=args.out, checkpoint=args.checkpoint)
         print(f"wrote {path} ({path.stat().st_size / 2**10:.0f} KiB)")
         print(describe(args.name, args.data, path))
         return 0

@@ -140,3 +140,12 @@ def test_bad_arguments_get_one_line_and_exit_2(argv, message, capsys):
 def test_the_module_runs_as_a_command():
     out = subprocess.run([sys.executable, "-m", "mlcourse.reference", "build", "resnet"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_only_bench_models_reuse_a_checkpoint(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        reference.main(["build", "gan", "--checkpoint", str(tmp_path / "x.pt")])
+    assert exit_info.value.code == 2 and "only protonet and maml" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        reference.main(["build", "maml", "--checkpoint", str(tmp_path / "missing.pt")])
+    assert "an existing file" in capsys.readouterr().err
