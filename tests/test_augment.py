@@ -150,3 +150,50 @@ def test_bad_inputs():
         augment_support(sx, sy, WrongCount(), 1)
     with pytest.raises(ValueError, match=r"not \[0, 1\]"):
         augment_support(sx, sy, OutOfRange(), 1)
+
+
+# --- the low-data protocol ---------------------------------------------------------------
+from mlcourse.metagen.lowdata import lowdata_run, lowdata_split, per_class_accuracy, train_from_scratch  # noqa: E402
+
+
+def test_lowdata_split_is_disjoint_and_the_test_drawings_do_not_depend_on_k():
+    ds = toy_dataset(num_classes=4, per_class=10, size=16)
+    train, test = lowdata_split(ds, 3, 5, seed=0)
+    assert train.shape == (4, 3) and test.shape == (4, 5)
+    for c in range(4):
+        assert not set(train[c].tolist()) & set(test[c].tolist())
+        assert (ds.targets[train[c]] == c).all() and (ds.targets[test[c]] == c).all()
+    again = lowdata_split(ds, 3, 5, seed=0)
+    assert torch.equal(train, again[0]) and torch.equal(test, again[1])
+    with pytest.raises(ValueError, match="fewer than"):
+        lowdata_split(ds, 6, 5)
+    with pytest.raises(ValueError, match="k_max"):
+        lowdata_split(ds, 0, 5)
+
+
+def test_classifier_from_scratch_learns_and_the_augmented_arm_only_adds_training_images():
+    ds = toy_dataset(num_classes=3, per_class=12, size=16)
+    # make the classes easy: class c brightens row c
+    images = ds.images.clone()
+    for c in range(3):
+        images[ds.targets == c, 0, 4 * c : 4 * c + 4] = 255
+    ds.images = images
+    split = lowdata_split(ds, 4, 6, seed=0)
+    acc = lowdata_run(ds, split, 4, seed=0, steps=60, hidden=8)
+    assert acc.shape == (3,) and acc.mean() > 0.6
+    seen = []
+
+    class Recorder(AffineJitter):
+        def generate(self, support, n, *, seed=0):
+            seen.append(support)
+            return super().generate(support, n, seed=seed)
+
+    lowdata_run(ds, split, 2, Recorder(0.5), 1, seed=0, steps=2, hidden=8)
+    shown = torch.cat(seen)
+    assert len(shown) == 6 and len(leaked_queries(shown, ds.as_float(split[1].reshape(-1)))) == 0
+    with pytest.raises(ValueError, match="k must"):
+        lowdata_run(ds, split, 5)
+    with pytest.raises(ValueError, match="steps"):
+        train_from_scratch(torch.zeros(2, 1, 16, 16), torch.tensor([0, 1]), 2, steps=0)
+    model = train_from_scratch(torch.zeros(2, 1, 16, 16), torch.tensor([0, 1]), 2, steps=1, hidden=4)
+    assert per_class_accuracy(model, torch.zeros(4, 1, 16, 16), torch.tensor([0, 0, 1, 1]), 2).tolist() in ([1.0, 0.0], [0.0, 1.0])
