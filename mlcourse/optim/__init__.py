@@ -12,11 +12,12 @@ Read in this order::
 from .inner_loop import adapt, adapt_func, fresh_buffers, functional_forward, has_tied_weights, module_buffers, named_params, sgd_update
 from .maml import FOMAML, MAML, MetaGradient, meta_gradient, resolve_vectorize
 from .metasgd import MetaSGD, learning_rate_summary
+from .protomaml import ProtoMAML, prototype_head
 from .reptile import Reptile, inner_train, reptile_update
 
 __all__ = [
     "adapt", "adapt_func", "fresh_buffers", "functional_forward", "has_tied_weights", "module_buffers", "named_params", "sgd_update",
     "MAML", "FOMAML", "MetaGradient", "meta_gradient", "resolve_vectorize",
-    "MetaSGD", "learning_rate_summary",
+    "MetaSGD", "learning_rate_summary", "ProtoMAML", "prototype_head",
     "Reptile", "inner_train", "reptile_update",
 ]  # fmt: skip
