@@ -15,6 +15,7 @@ from mlcourse.metagen.task_generation import (
     class_contexts,
     first_alphabets,
     generate_classes,
+    interpolation_path,
     is_synthetic,
     synthetic_parents,
 )
@@ -109,6 +110,21 @@ def test_no_generated_class_involves_a_held_out_character(setting):
     renamed = ImageClassDataset(synthetic.images, synthetic.targets, synthetic.class_names, ["Gamma"] * 10)
     with pytest.raises(ValueError, match="held-out alphabet"):
         check_synthetic_disjoint(renamed, test)
+
+
+def test_interpolation_path_runs_from_one_parent_to_the_other(setting):
+    model, train, _ = setting
+    path = interpolation_path(model, train, 0, 3, steps=5)
+    assert path.shape == (5, 1, 16, 16) and path.min() >= 0 and path.max() <= 1
+    ends = interpolation_path(model, train, 3, 0, steps=2)  # reversed: the same two ends, swapped
+    assert torch.allclose(path[0], ends[1], atol=1e-6) and torch.allclose(path[-1], ends[0], atol=1e-6)
+    assert (path[2] - path[0]).abs().mean() > 0.01 and (path[2] - path[-1]).abs().mean() > 0.01
+    with pytest.raises(ValueError, match="steps"):
+        interpolation_path(model, train, 0, 1, steps=1)
+    with pytest.raises(ValueError, match="different"):
+        interpolation_path(model, train, 2, 2)
+    with pytest.raises(ValueError, match="class index"):
+        interpolation_path(model, train, 0, train.num_classes)
 
 
 def test_first_alphabets_is_alphabetical():

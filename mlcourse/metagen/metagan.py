@@ -1,4 +1,4 @@
-"""MetaGAN on a prototypical network (Zhang, Zhao, Lin, Li and Song, NeurIPS 2018).
+"""MetaGAN on a prototypical network (Zhang, Che, Ghahramani, Bengio and Song, NeurIPS 2018).
 
 The idea
 --------

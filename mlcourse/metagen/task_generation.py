@@ -199,3 +199,30 @@ def check_synthetic_disjoint(synthetic: ImageClassDataset, *held_out: ImageClass
                 raise ValueError(f"synthetic class {name!r} descends from the held-out character {parent!r}")
         if group.removeprefix(SYNTHETIC_GROUP_PREFIX) in alphabets:
             raise ValueError(f"synthetic class {name!r} is grouped with the held-out alphabet {group!r}")
+
+
+@torch.no_grad()
+def interpolation_path(model: NeuralStatistician, parents: ImageClassDataset, a: int, b: int, steps: int = 7) -> torch.Tensor:
+    """The drawings along the straight line from class ``a``'s context to class ``b``'s: ``[steps, C, H, W]`` in ``[0, 1]``.
+
+    Each context ``c = (1 - t) c_a + t c_b`` for ``t`` evenly spaced in ``[0, 1]`` is decoded
+    with ``z`` at the mean of ``p(z | c)`` (the model's most typical drawing of that context),
+    so the picture shows what the context alone changes. For pictures, on the CPU.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
+        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    for label, c in (("a", a), ("b", b)):
+        if not isinstance(c, int) or not 0 <= c < parents.num_classes:
+            raise ValueError(f"{label} must be a class index in 0..{parents.num_classes - 1}, got {c!r}")
+    if a == b:
+        raise ValueError(f"a and b must be two different classes, got {a} twice")
+    contexts = class_contexts(model, parents.subset_classes([a, b]))
+    t = torch.linspace(0, 1, steps)[:, None]
+    c = ((1 - t) * contexts[0] + t * contexts[1]).to(model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        mu_z, _ = model.prior_z(c)
+        return torch.sigmoid(model.decode(mu_z, c)).cpu()
+    finally:
+        model.train(was_training)
