@@ -2,13 +2,18 @@
 
 Two stages, each one command (run from the repository root, one thread):
 
-    # 1. choose, on validation episodes (Balinese), how many drawings each support image gets
-    #    (and the jitter strength of the classical arm), per method and shot
-    python benchmarks/augment_table.py select --methods protonet maml --episodes 200 \
-        --dagan runs/aug/dagan.pt --out docs/runs/augment/select.json
-    # 2. score the test alphabets once with those choices: 600 episodes, the bench's seed 12345
-    python benchmarks/augment_table.py test --select docs/runs/augment/select.json \
-        --methods protonet maml --episodes 600 --dagan runs/aug/dagan.pt --out docs/runs/augment/test.json
+    # 1. choose, on 100 validation episodes (Balinese, seed 54321), how many drawings each
+    #    support image gets (1 or 4) and the jitter strength of the classical arm (0.5 or 1),
+    #    per shot, with ProtoNet (MAML's evaluation is too slow here to search for it as well)
+    python benchmarks/augment_table.py select --methods protonet --episodes 100 \
+        --out docs/runs/augment/select-protonet.json
+    # 2. score the test alphabets once with those choices: the bench's episodes (seed 12345),
+    #    600 for ProtoNet; for MAML the first 100 of them (its 10 fine-tuning steps on the
+    #    enlarged support sets take seconds per episode on the shared CPU)
+    python benchmarks/augment_table.py test --methods protonet --episodes 600 \
+        --select docs/runs/augment/select-protonet.json --out docs/runs/augment/test-protonet.json
+    python benchmarks/augment_table.py test --methods maml --episodes 100 --choices-of protonet \
+        --select docs/runs/augment/select-protonet.json --out docs/runs/augment/test-maml.json
 
 Arms: ``none`` (the support set as it is), ``classical`` (affine jitter of each support image,
 :class:`~mlcourse.metagen.augment.AffineJitter`) and ``dagan`` (drawings of
@@ -84,9 +89,42 @@ def score(predict, arm: str, per_image: int, strength: float, dagan, dataset, sh
     return result
 
 
+def siblings_figure(dagan_path: str, out: str, characters: int = 8, siblings: int = 9) -> dict:
+    """One drawing each of ``characters`` test characters, its DAGAN siblings and affine copies, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlcourse.data.sources import meta_splits
+    from mlcourse.metagen.augment_report import sibling_grid
+    from mlcourse.viz import show_images
+
+    if not os.path.exists(dagan_path):
+        fail(PROG, f"--dagan {dagan_path}: no such checkpoint")
+    dagan = DAGAN.load(dagan_path)
+    test = meta_splits("omniglot").test
+    g = torch.Generator().manual_seed(12345)
+    classes = torch.randperm(test.num_classes, generator=g)[:characters].tolist()
+    sources = test.as_float(torch.stack([test.indices_by_class()[c][0] for c in classes]))
+    made = torch.stack([dagan.generate(sources[i : i + 1], siblings, seed=i) for i in range(characters)])
+    jitter = torch.stack([AffineJitter(1.0).generate(sources[i : i + 1], siblings, seed=i) for i in range(characters)])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.75 * characters + 0.6))
+    show_images(sibling_grid(sources, made), nrow=siblings + 1, ax=axes[0])
+    axes[0].set_title("test drawing | DAGAN siblings", fontsize=9, loc="left")
+    show_images(sibling_grid(sources, jitter), nrow=siblings + 1, ax=axes[1])
+    axes[1].set_title("test drawing | affine copies (strength 1)", fontsize=9, loc="left")
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    print(f"wrote {out}: test characters {[test.class_names[c] for c in classes]}")
+    return {"out": out, "classes": classes}
+
+
 def main(argv=None) -> dict:
     p = ArgumentParser(prog=PROG, description="Generated drawings in the support set: the validation search and the test table.")
-    p.add_argument("stage", choices=("select", "test"), help="select: search on validation episodes; test: score the test alphabets once")
+    p.add_argument("stage", choices=("select", "test", "figure"),
+                   help="select: search on validation episodes; test: score the test alphabets once; figure: DAGAN siblings of test drawings (PNG)")
     p.add_argument("--methods", nargs="+", default=["protonet", "maml"], help="bench methods (default protonet maml)")
     p.add_argument("--shots", nargs="+", type=int, default=[1, 5], help="K of the episodes (default 1 5)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), help="arms (default none classical dagan)")
@@ -111,9 +149,13 @@ def main(argv=None) -> dict:
     for k in args.shots:
         if k < 1:
             bad_argument(p, "--shots", k, "an integer of at least 1")
+    if args.stage == "figure" and not args.out.endswith(".png"):
+        bad_argument(p, "--out", args.out, "a .png file for the figure stage")
     if args.stage == "test" and not args.select:
         fail(PROG, "the test stage needs --select FILE (the choices made on validation)")
     torch.set_num_threads(args.threads)
+    if args.stage == "figure":
+        return siblings_figure(args.dagan, args.out)
     episodes = args.episodes or (100 if args.stage == "select" else 600)
     seed = args.eval_seed if args.eval_seed is not None else (54321 if args.stage == "select" else 12345)
     chosen = {}

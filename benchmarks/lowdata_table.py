@@ -11,8 +11,8 @@ accuracy differences are paired; their 95% CI is over characters. Every seed is 
     python benchmarks/lowdata_table.py --split val --seeds 0 --ks 1 5 --per-image 2 5 \
         --out docs/runs/augment/lowdata-val.json
     # test alphabets, the chosen m, three seeds
-    python benchmarks/lowdata_table.py --split test --seeds 0 1 2 --ks 1 2 3 4 5 --per-image M \
-        --out docs/runs/augment/lowdata-test.json
+    python benchmarks/lowdata_table.py --split test --seeds 0 1 2 --ks 1 2 3 4 5 \
+        --per-image-from docs/runs/augment/lowdata-val.json --out docs/runs/augment/lowdata-test.json
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--ks", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--per-image", nargs="+", type=int, default=[2], help="generated drawings per real one (several: a search)")
+    p.add_argument("--per-image-from", default=None,
+                   help="take --per-image from a validation run of this script: the m with the best mean accuracy over its seeds and k")
     p.add_argument("--arms", nargs="+", default=["none", "dagan"], help="none, dagan, classical (default none dagan)")
     p.add_argument("--strength", type=float, default=1.0, help="jitter strength of the classical arm (default 1)")
     p.add_argument("--steps", type=int, default=300, help="Adam steps of the classifier (default 300)")
@@ -66,6 +68,21 @@ def main(argv=None) -> dict:
         fail(PROG, "--arms: must include none (every other arm is paired against it)")
     if not os.path.exists(args.dagan) and "dagan" in args.arms:
         fail(PROG, f"--dagan {args.dagan}: no such checkpoint (python -m mlcourse.metagen.dagan --out {args.dagan})")
+    chosen_from = None
+    if args.per_image_from:
+        try:
+            val = json.loads(Path(args.per_image_from).read_text())
+        except (OSError, ValueError) as error:
+            fail(PROG, f"--per-image-from {args.per_image_from}: must be a JSON written by this script ({error})")
+        if val.get("split") != "val":
+            fail(PROG, f"--per-image-from {args.per_image_from}: must be a validation run (--split val), not {val.get('split')!r}")
+        scores = {}
+        for r in val["runs"]:
+            if r["arm"] == "dagan":
+                scores.setdefault(r["per_image"], []).append(r["accuracy"])
+        best = max(scores, key=lambda m: sum(scores[m]) / len(scores[m]))
+        args.per_image = [best]
+        chosen_from = {"file": args.per_image_from, "mean_val_accuracy": {m: sum(v) / len(v) for m, v in scores.items()}, "chosen": best}
     torch.set_num_threads(args.threads)
     from mlcourse.data.sources import meta_splits
 
@@ -78,6 +95,7 @@ def main(argv=None) -> dict:
         "split": args.split, "alphabets": sorted(set(dataset.class_groups)), "classes": dataset.num_classes,
         "test_per_class": TEST_PER_CLASS, "classifier": {"model": "Conv-4, 32 channels", "steps": args.steps, "batch": 32, "lr": 1e-3, "optimizer": "Adam"},
         "dagan": {"checkpoint": args.dagan, "train_steps": state.get("train_steps"), "train_seconds": state.get("train_seconds")} if dagan else None,
+        "per_image": args.per_image, "per_image_chosen_on_val": chosen_from,
         "strength": args.strength, "threads": torch.get_num_threads(), "device": "cpu",
         "hardware": "2 x86-64 cores shared with other jobs, no GPU", "load_average_start": os.getloadavg()[0],
         "runs": [], "differences": [],

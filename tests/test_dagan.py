@@ -23,8 +23,10 @@ def data(per_class: int = 6):
     return toy_dataset(num_classes=5, per_class=per_class, size=SIZE)
 
 
-def test_generate_shape_range_and_determinism():
-    model = tiny()
+@pytest.mark.parametrize("generator", ["warp", "unet"])
+def test_generate_shape_range_and_determinism(generator):
+    model = tiny(generator=generator)
+    model.meta_train(data(), steps=3, device="cpu", progress=False)  # the warp generator starts as the identity
     support = torch.rand(3, 1, SIZE, SIZE)
     a = model.generate(support, 7, seed=1)
     assert a.shape == (7, 1, SIZE, SIZE) and a.min() >= 0 and a.max() <= 1
@@ -41,6 +43,12 @@ def test_generate_cycles_through_sources():
     model.eval()  # generate uses BatchNorm's running statistics
     expected = (model.generator(to_tanh_range(support[[0, 1, 0, 1]]), z) + 1) / 2
     assert torch.allclose(out, expected.clamp(0, 1), atol=1e-6)
+
+
+def test_the_warp_generator_starts_as_the_identity_and_the_unet_does_not():
+    support = torch.rand(3, 1, SIZE, SIZE)
+    assert torch.allclose(tiny().generate(support, 3, seed=0), support, atol=1e-5)
+    assert not torch.allclose(tiny(generator="unet").generate(support, 3, seed=0), support, atol=1e-2)
 
 
 def test_pairs_are_two_different_drawings_of_one_class():
@@ -88,7 +96,7 @@ def test_save_and_load(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"size": 18}, "multiple of 4"), ({"n_critic": 0}, "n_critic"), ({"batch": 1}, "batch"),
-    ({"lr": 0.0}, "lr"), ({"z_dim": 1.5}, "z_dim"),
+    ({"lr": 0.0}, "lr"), ({"z_dim": 1.5}, "z_dim"), ({"generator": "resnet"}, "generator must be"),
 ])  # fmt: skip
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
