@@ -126,3 +126,98 @@ def _split(dataset: ImageClassDataset, classes: list[int], holdout: int, held_ou
     chosen = [by_class[c][len(by_class[c]) - holdout :] if held_out else by_class[c][: len(by_class[c]) - holdout] for c in classes]
     labels = torch.cat([torch.full((len(idx),), i) for i, idx in enumerate(chosen)])
     return dataset.as_float(torch.cat(chosen)), labels
+
+
+# --------------------------------------------------------------------------- command line
+
+PROG = "python -m mlcourse.fixed_labels"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m mlcourse.fixed_labels --data omniglot --json``: chapter 01's counterfeit in full.
+
+    Trains the fixed-label network on the first ``--classes`` training characters, scores the
+    held-out drawings of those characters (labelled as in training), then the test alphabets'
+    N-way K-shot episodes with the head, with the network's features and the centroid rule,
+    and with pixel nearest neighbour, all on the same episodes (``--eval-seed`` 12345, 15
+    queries and 600 episodes are ``mlcourse.bench``'s, so the JSON pairs with a bench run's
+    through ``python -m mlcourse.evaluate A.json B.json``). The head's result is the top
+    level of the JSON; the other two and the paired differences sit under ``others`` and
+    ``paired``.
+    """
+    import json
+    import os
+    import time
+
+    from .baselines import PixelNearestNeighbour, PretrainedFeatures, backbone_of
+    from .cli import ArgumentParser, bad_argument, check_at_least, fail
+    from .config import fast_mode
+    from .data.sources import meta_splits
+    from .evaluate import compare, evaluate
+
+    p = ArgumentParser(prog=PROG, description="A classifier trained on fixed labels, scored on few-shot tasks of new classes.")
+    p.add_argument("--data", default="auto", choices=["auto", "glyphs", "omniglot"], help="data source (default: auto)")
+    p.add_argument("--classes", type=int, default=5, help="training characters the network learns (default 5: the head is 5-way)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 1000, fast mode 100)")
+    p.add_argument("--holdout", type=int, default=5, help="drawings per training character kept out of training (default 5)")
+    p.add_argument("--shots", type=int, default=1, help="K of the test episodes (default 1)")
+    p.add_argument("--episodes", type=int, default=None, help="test episodes (default 600, fast mode 40)")
+    p.add_argument("--eval-seed", type=int, default=12345, help="seed of the test episodes (default: mlcourse.bench's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batches")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    check_at_least(p, "--classes", args.classes, 2)
+    check_at_least(p, "--steps", args.steps, 1)
+    check_at_least(p, "--holdout", args.holdout, 1)
+    check_at_least(p, "--shots", args.shots, 1)
+    check_at_least(p, "--episodes", args.episodes, 2)
+    check_at_least(p, "--threads", args.threads, 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fast = fast_mode()
+    steps = args.steps or (100 if fast else 1000)
+    episodes = args.episodes or (40 if fast else 600)
+    try:
+        splits = meta_splits(args.data)
+    except FileNotFoundError as error:
+        fail(PROG, f"--data {args.data}: no such data here ({str(error).splitlines()[0]}). Use --data glyphs or --data auto.")
+    classes = list(range(args.classes))
+    if args.classes > splits.train.num_classes:
+        bad_argument(p, "--classes", args.classes, f"at most {splits.train.num_classes} (the training classes)")
+    device = get_device()
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    net, history = train_fixed_label_network(splits.train, classes, holdout=args.holdout, steps=steps, seed=args.seed,
+                                             device=device, progress=not args.json)
+    own, images = held_out_accuracy(net, splits.train, classes, args.holdout)
+    ways = args.classes
+    common = dict(n_way=ways, k_shot=args.shots, q_query=15, episodes=episodes, seed=args.eval_seed, device=device, progress=False)
+    head = evaluate(FixedLabelPredictor(net), splits.test, **common)
+    centroid = evaluate(PretrainedFeatures(backbone_of(net), mode="centroid"), splits.test, **common)
+    pixel = evaluate(PixelNearestNeighbour(), splits.test, **common)
+    result = {
+        "method": "fixed-label network", "data": args.data if args.data != "auto" else splits.source, "split": "test",
+        "ways": ways, "shots": args.shots, "queries": 15, "episodes": episodes, "eval_seed": args.eval_seed, "seed": args.seed,
+        "train_classes": [splits.train.class_names[c] for c in classes], "train_steps": len(history["loss"]),
+        "train_seconds": history.seconds, "own_classes_held_out_accuracy": own, "own_classes_held_out_images": images,
+        **head.as_dict(),
+        "others": {"fixed-label features + centroid": centroid.as_dict(), "pixel 1-NN": pixel.as_dict()},
+        "paired": {name: compare(head, r, names=("fixed-label network", name)).as_dict()
+                   for name, r in (("fixed-label features + centroid", centroid), ("pixel 1-NN", pixel))},
+        "mode": "fast" if fast else "full", "device": str(device), "threads": torch.get_num_threads(),
+        "load_average": load, "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"trained {result['train_steps']} steps in {history.seconds:.0f} s; own classes, held-out drawings: {100 * own:.1f}% of {images}")
+        for name, r in (("fixed-label network", head), ("fixed-label features + centroid", centroid), ("pixel 1-NN", pixel)):
+            print(f"  {name:32s} {r}")
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -70,3 +70,25 @@ def test_bad_input(trained):
     x = torch.rand(3, 1, 16, 16)
     with pytest.raises(ValueError, match="5 outputs but the episode has 3 ways"):
         FixedLabelPredictor(net)(x, torch.tensor([0, 1, 2]), x)
+
+
+def test_command_line_rejects_bad_arguments(capsys):
+    from mlcourse.fixed_labels import main
+
+    for argv, message in [(["--classes", "1"], "--classes 1: must be an integer of at least 2"),
+                          (["--steps", "0"], "--steps 0: must be an integer of at least 1"),
+                          (["--episodes", "1"], "--episodes 1: must be an integer of at least 2")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_command_line_runs_on_glyphs(capsys):
+    from mlcourse.fixed_labels import main
+
+    result = main(["--data", "glyphs", "--steps", "5", "--episodes", "4", "--threads", "1", "--json"])
+    assert result["train_steps"] == 5 and result["episodes"] == 4 and len(result["episode_accuracies"]) == 4
+    assert set(result["paired"]) == {"fixed-label features + centroid", "pixel 1-NN"}
+    assert '"method": "fixed-label network"' in capsys.readouterr().out
