@@ -3,6 +3,8 @@ code and data, refused (naming what differs) when they do not; the committed one
 
 from __future__ import annotations
 
+import copy
+import os
 import subprocess
 import sys
 
@@ -14,9 +16,13 @@ from mlcourse.reference import RECIPES, ReferenceMismatch
 
 
 @pytest.fixture(scope="module")
-def glyphs():
-    """The full glyph splits (what references are trained on), built once for the module."""
-    return {False: reference._splits("glyphs"), True: reference._splits("glyphs", rotations=True)}
+def glyphs(tmp_path_factory):
+    """The full glyph splits (what references are trained on), built once for the module, in the
+    tests' own cache (conftest's, which a module fixture is set up before)."""
+    cache = os.environ.get("MLCOURSE_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "mlcourse-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLCOURSE_CACHE", cache)
+        return {False: reference._splits("glyphs"), True: reference._splits("glyphs", rotations=True)}
 
 
 def _untrained(name: str, splits):
@@ -87,8 +93,7 @@ def test_another_architecture_is_refused(tmp_path, glyphs, monkeypatch):
 
 def test_other_training_images_are_refused(tmp_path, glyphs):
     _, path, splits = _write("gan", tmp_path, glyphs)
-    changed = reference._splits("glyphs")
-    changed.train.images = changed.train.images.clone()
+    changed = copy.deepcopy(splits)
     changed.train.images[0, 0, 0, 0] ^= 1  # one pixel: another data set
     with pytest.raises(ReferenceMismatch, match="trained on other glyphs images"):
         reference.load("gan", "glyphs", path=path, splits=changed)
