@@ -79,15 +79,16 @@ def test_generator_gets_gradient_from_its_loss_only_and_discriminator_from_its()
     assert len(model.discriminator_parameters()) + len(g_params) == len(list(model.parameters()))
 
 
+@pytest.mark.slow
 def test_meta_train_is_deterministic_lowers_the_loss_and_predicts_like_protonet():
     from conftest import toy_dataset
 
-    data = toy_dataset(num_classes=8, per_class=6, size=28)
+    data = toy_dataset(num_classes=8, per_class=6, size=16)
 
     def run():
         torch.manual_seed(0)
-        m = MetaGANProtoNet(hidden=8, noise_dim=4, gan_weight=0.5)
-        h = m.meta_train(data, n_way=4, k_shot=1, q_query=2, steps=30, lr=3e-3, seed=3, device="cpu", progress=False)
+        m = MetaGANProtoNet(hidden=8, noise_dim=4, gan_weight=0.5, image_size=16)
+        h = m.meta_train(data, n_way=4, k_shot=1, q_query=2, steps=20, lr=3e-3, seed=3, device="cpu", progress=False)
         return m, h
 
     (a, ha), (b, hb) = run(), run()
@@ -101,7 +102,7 @@ def test_meta_train_is_deterministic_lowers_the_loss_and_predicts_like_protonet(
     ep = EpisodeDataset(data, 4, 1, 3, 1, 9)[0]
     assert torch.allclose(a.predict(ep.support_x, ep.support_y, ep.query_x), plain.predict(ep.support_x, ep.support_y, ep.query_x))
     fakes = a.sample_fakes(ep.support_x, 5, seed=1)
-    assert fakes.shape == (5, 1, 28, 28) and fakes.min() >= 0 and fakes.max() <= 1
+    assert fakes.shape == (5, 1, 16, 16) and fakes.min() >= 0 and fakes.max() <= 1
     assert torch.equal(fakes, a.sample_fakes(ep.support_x, 5, seed=1))
 
 
@@ -134,3 +135,26 @@ def test_bad_inputs():
     _, ep = _episode()
     with pytest.raises(ValueError, match="query_y"):
         model.gan_losses(ep.support_x, ep.support_y, ep.query_x, ep.query_y[:-1])
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--arm", "metagan", "--gan-weight", "-1"], "--gan-weight"),
+    (["run", "--arm", "plain", "--ways", "5", "1"], "--ways"),
+    (["run", "--arm", "plain", "--time-budget", "0"], "--time-budget"),
+    (["run", "--arm", "gan"], "--arm"),
+])  # fmt: skip
+def test_metagan_command_line_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _script("metagan_table").main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

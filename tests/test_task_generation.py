@@ -179,3 +179,29 @@ def test_real_omniglot_training_alphabets_generate_leak_free_classes():
     check_synthetic_disjoint(concat([train, synthetic]), splits.val, splits.test)
     check_disjoint(with_rotations(concat([train, synthetic])), splits.val, splits.test)
     assert all(p.startswith("Early_Aramaic/") for n in synthetic.class_names for p in synthetic_parents(n))
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["statistician", "--alphabets", "0", "--out", "x.pt"], "--alphabets"),
+    (["statistician", "--alphabets", "5", "--out", "x.pt"], "at most 4"),
+    (["statistician", "--alphabets", "1", "--steps", "0", "--out", "x.pt"], "--steps"),
+    (["protonet", "--alphabets", "1", "--ratio", "0"], "--ratio"),
+    (["protonet", "--alphabets", "1", "--episodes", "1"], "--episodes"),
+    (["protonet", "--alphabets", "1", "--time-budget", "-1"], "--time-budget"),
+    (["protonet", "--alphabets", "1", "--statistician", "no/such.pt"], "no such file"),
+])  # fmt: skip
+def test_taskgen_command_line_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _script("taskgen_table").main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
