@@ -119,7 +119,7 @@ def test_a_file_over_the_byte_limit_is_refused_before_opening(monkeypatch):
     opened = []
     monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1))
     data = encode(drawing(0, side=200))
-    with pytest.raises(UploadError, match=r"big.png is 0\.0 MB, more than the 0\.0 MB"):
+    with pytest.raises(UploadError, match=rf"big.png is {len(data)} bytes, more than the {len(data) - 1} bytes"):
         prepare_image(data, "big.png", limits=UploadLimits(max_bytes=len(data) - 1))
     assert not opened
     with pytest.raises(UploadError, match="more than the 20.0 MB"):  # the default limit, on a real oversized file
@@ -130,9 +130,10 @@ def test_an_upload_never_raises_and_lists_every_problem():
     files = good_files(3) + [(name, data) for name, data, _ in BAD_FILES.values()]
     upload = prepare_upload(files)
     assert len(upload.images) == 3 and not upload.ok
-    assert len(upload.problems) == len(BAD_FILES)
+    assert len(upload.problems) == len(BAD_FILES) + 1
     for (name, _, message), problem in zip(BAD_FILES.values(), upload.problems):
         assert problem.startswith(name)
+    assert upload.problems[-1].startswith(f"3 of the {len(files)} files are ready")
 
 
 def test_too_few_and_too_many_images():

@@ -149,7 +149,10 @@ def uploaded_files(value: Any) -> list[tuple[str, bytes]]:
 
 
 def _megabytes(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
+    """A file size as people read it: MB, KB or bytes."""
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB"
+    return f"{n / 1024:.0f} KB" if n >= 1024 else f"{n} bytes"
 
 
 def _open_checked(data: bytes, name: str, limits: UploadLimits) -> Image.Image:
@@ -406,6 +409,9 @@ def prepare_upload(files: Any, *, size: int = 28, limits: UploadLimits = LIMITS,
         except Exception as error:  # noqa: BLE001 - a decoder's surprise must become a message, not a traceback
             problems.append(f"{name} could not be read ({type(error).__name__}: {error}): save it as PNG or JPEG and "
                             "upload it again.")  # fmt: skip
+    if problems and len(images) >= limits.min_images:
+        problems.append(f"{len(images)} of the {len(files)} files are ready; the others must be removed or replaced "
+                        "before generating (upload the good ones again, without the files named above).")  # fmt: skip
     if len(images) < limits.min_images:
         if not files:
             problems.append(f"No image yet: upload {limits.min_images} to {limits.max_images} drawings of one "
