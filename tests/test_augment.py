@@ -197,3 +197,40 @@ def test_classifier_from_scratch_learns_and_the_augmented_arm_only_adds_training
         train_from_scratch(torch.zeros(2, 1, 16, 16), torch.tensor([0, 1]), 2, steps=0)
     model = train_from_scratch(torch.zeros(2, 1, 16, 16), torch.tensor([0, 1]), 2, steps=1, hidden=4)
     assert per_class_accuracy(model, torch.zeros(4, 1, 16, 16), torch.tensor([0, 0, 1, 1]), 2).tolist() in ([1.0, 0.0], [0.0, 1.0])
+
+
+# --- chapter 11's report of the committed runs ----------------------------------------------
+from mlcourse.metagen import augment_report  # noqa: E402
+
+
+def fake_augment_run():
+    def run(arm, m, s, acc):
+        return {"method": "protonet", "shots": 1, "arm": arm, "per_image": m, "strength": s, "accuracy": acc, "ci95": 0.01,
+                "episodes": 3, "fingerprint": "abc"}
+
+    return {"runs": [run("none", 0, None, 0.9), run("dagan", 4, None, 0.92)],
+            "comparisons": [{"method": "protonet", "shots": 1, "arm": "dagan", "per_image": 4, "strength": None,
+                             "difference": 0.02, "ci95": 0.005, "p_value": 0.01}],
+            "split": "test", "eval_alphabets": ["A"], "eval_seed": 12345, "seconds": 60, "hardware": "cpu", "threads": 1,
+            "load_average_start": 1.0}  # fmt: skip
+
+
+def test_augment_rows_pair_each_arm_with_its_difference():
+    rows = augment_report.augment_rows(fake_augment_run())
+    assert rows[0]["difference"] is None and rows[1]["difference"] == 0.02
+    text = augment_report.format_augment_table(fake_augment_run())
+    assert "+2.00 ± 0.50" in text and "dagan" in text
+
+
+def test_lowdata_rows_average_over_seeds_and_keep_every_seed():
+    runs = [{"seed": s, "k": 1, "arm": a, "per_image": m, "accuracy": acc}
+            for s, (x, y) in enumerate([(0.2, 0.3), (0.4, 0.3)]) for a, m, acc in (("none", 0, x), ("dagan", 2, y))]
+    run = {"runs": runs, "pooled": [{"k": 1, "arm": "dagan", "per_image": 2, "difference": 0.0, "ci95": 0.1}],
+           "differences": [{"seed": 0, "k": 1, "arm": "dagan", "per_image": 2, "difference": 0.1, "ci95": 0.05},
+                           {"seed": 1, "k": 1, "arm": "dagan", "per_image": 2, "difference": -0.1, "ci95": 0.05}]}  # fmt: skip
+    (row,) = augment_report.lowdata_rows(run)
+    assert row["none"] == pytest.approx(0.3) and row["augmented"] == pytest.approx(0.3) and len(row["per_seed"]) == 2
+    grid = augment_report.sibling_grid(torch.zeros(2, 1, 4, 4), torch.ones(2, 3, 1, 4, 4))
+    assert grid.shape == (8, 1, 4, 4) and grid[0].sum() == 0 and grid[1].sum() == 16
+    with pytest.raises(ValueError, match="siblings"):
+        augment_report.sibling_grid(torch.zeros(2, 1, 4, 4), torch.ones(3, 3, 1, 4, 4))
