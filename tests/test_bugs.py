@@ -96,3 +96,13 @@ def test_the_gallery_is_deterministic_and_prints():
 def test_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         bugs.gallery(**kwargs)
+
+
+def test_command_line(capsys):
+    rows = bugs.main(["--seeds", "1", "--lr", "0.1", "--json"])
+    assert len(rows) == len(bugs.VARIANTS) and {r["lr"] for r in rows} == {0.1}
+    assert '"variant"' in capsys.readouterr().out
+    for argv, message in [(["--steps", "0"], "--steps 0: must be"), (["--lr", "-1"], "--lr -1.0: must be")]:
+        with pytest.raises(SystemExit) as exit_info:
+            bugs.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

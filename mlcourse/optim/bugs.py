@@ -290,3 +290,38 @@ def format_gallery(rows: Sequence[GalleryRow]) -> str:
     for r in rows:
         lines.append(f"{r.variant:{width}s}  {r.relative_error:16.2e}  {r.cosine:7.3f}  {'yes' if r.changes_model else 'no'}")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """``python -m mlcourse.optim.bugs [--seeds 0 1 2] [--lr 0.5] [--steps 2] [--json]``: the gallery."""
+    import json
+    from dataclasses import asdict
+
+    from ..cli import ArgumentParser, check_at_least, check_positive
+
+    p = ArgumentParser(prog="python -m mlcourse.optim.bugs", description="Broken MAML inner loops against finite differences.")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="problems to run (default: 0)")
+    p.add_argument("--steps", type=int, default=2, help="inner steps (default 2)")
+    p.add_argument("--lr", type=float, nargs="+", default=[0.5], help="inner learning rates (default 0.5)")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    args = p.parse_args(argv)
+    check_at_least(p, "--steps", args.steps, 1)
+    for lr in args.lr:
+        check_positive(p, "--lr", lr)
+    torch.set_num_threads(1)
+    rows = []
+    for seed in args.seeds:
+        for lr in args.lr:
+            table = gallery(seed=seed, steps=args.steps, lr=lr)
+            rows += [{"seed": seed, "lr": lr, "steps": args.steps, **asdict(r)} for r in table]
+            if not args.json:
+                print(f"seed {seed}, {args.steps} inner steps of {lr}:\n{format_gallery(table)}\n")
+    if args.json:
+        print(json.dumps(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
