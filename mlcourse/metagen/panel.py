@@ -236,6 +236,7 @@ class GeneratorPanel:
             self.samples_view,
             self.download,
         ])  # fmt: skip
+        self.widget.add_class("mlcourse-generator-panel")  # for a browser test or a screenshot to find it
 
     def _ipython_display_(self):
         from IPython.display import display
