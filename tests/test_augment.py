@@ -223,13 +223,15 @@ def test_augment_rows_pair_each_arm_with_its_difference():
 
 
 def test_lowdata_rows_average_over_seeds_and_keep_every_seed():
-    runs = [{"seed": s, "k": 1, "arm": a, "per_image": m, "accuracy": acc}
+    runs = [{"seed": s, "k": 1, "arm": a, "per_image": m, "accuracy": acc, "per_class": [acc, acc]}
             for s, (x, y) in enumerate([(0.2, 0.3), (0.4, 0.3)]) for a, m, acc in (("none", 0, x), ("dagan", 2, y))]
-    run = {"runs": runs, "pooled": [{"k": 1, "arm": "dagan", "per_image": 2, "difference": 0.0, "ci95": 0.1}],
+    run = {"runs": runs + [{"seed": 2, "k": 1, "arm": "none", "per_image": 0, "accuracy": 0.9, "per_class": [0.9, 0.9]}],
            "differences": [{"seed": 0, "k": 1, "arm": "dagan", "per_image": 2, "difference": 0.1, "ci95": 0.05},
                            {"seed": 1, "k": 1, "arm": "dagan", "per_image": 2, "difference": -0.1, "ci95": 0.05}]}  # fmt: skip
     (row,) = augment_report.lowdata_rows(run)
+    # seed 2 has no augmented run yet: left out of both means
     assert row["none"] == pytest.approx(0.3) and row["augmented"] == pytest.approx(0.3) and len(row["per_seed"]) == 2
+    assert row["seeds"] == [0, 1] and row["difference"] == pytest.approx(0.0, abs=1e-6)
     grid = augment_report.sibling_grid(torch.zeros(2, 1, 4, 4), torch.ones(2, 3, 1, 4, 4))
     assert grid.shape == (8, 1, 4, 4) and grid[0].sum() == 0 and grid[1].sum() == 16
     with pytest.raises(ValueError, match="siblings"):

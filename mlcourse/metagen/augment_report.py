@@ -54,26 +54,46 @@ def format_augment_table(run: dict) -> str:
     return "\n".join(lines)
 
 
+def pooled_differences(run: dict) -> list[dict]:
+    """Per ``k`` and augmented arm: each character's difference to ``none`` averaged over the seeds
+    that finished both arms, with the 95% CI over characters (what ``lowdata_table.py`` writes as
+    ``pooled`` at the end; recomputed here so that an unfinished run can be read too)."""
+    from ..evaluate import mean_confidence_interval
+
+    out = []
+    keys = sorted({(r["k"], r["arm"], r["per_image"]) for r in run["runs"] if r["arm"] != "none"})
+    for k, arm, m in keys:
+        none = {r["seed"]: torch.tensor(r["per_class"]) for r in run["runs"] if r["k"] == k and r["arm"] == "none"}
+        aug = {r["seed"]: torch.tensor(r["per_class"]) for r in run["runs"] if r["k"] == k and r["arm"] == arm and r["per_image"] == m}
+        seeds = sorted(set(none) & set(aug))
+        if not seeds:
+            continue
+        d = torch.stack([aug[s] - none[s] for s in seeds]).mean(0)
+        mean, ci = mean_confidence_interval(d)
+        out.append({"k": k, "arm": arm, "per_image": m, "difference": mean, "ci95": ci, "seeds": seeds})
+    return out
+
+
 def lowdata_rows(run: dict) -> list[dict]:
     """Per ``k``: the mean accuracy of each arm over seeds, every seed's paired difference, and
     the pooled difference (per character averaged over seeds, CI over characters)."""
     rows = []
-    for p in run.get("pooled", []):
+    for p in pooled_differences(run):
         k, arm, m = p["k"], p["arm"], p["per_image"]
-        none = [r["accuracy"] for r in run["runs"] if r["k"] == k and r["arm"] == "none"]
-        aug = [r["accuracy"] for r in run["runs"] if r["k"] == k and r["arm"] == arm and r["per_image"] == m]
+        none = [r["accuracy"] for r in run["runs"] if r["k"] == k and r["arm"] == "none" and r["seed"] in p["seeds"]]
+        aug = [r["accuracy"] for r in run["runs"] if r["k"] == k and r["arm"] == arm and r["per_image"] == m and r["seed"] in p["seeds"]]
         per_seed = [d for d in run["differences"] if d["k"] == k and d["arm"] == arm and d["per_image"] == m]
         rows.append({"k": k, "arm": arm, "per_image": m, "none": sum(none) / len(none), "augmented": sum(aug) / len(aug),
-                     "difference": p["difference"], "ci95": p["ci95"], "per_seed": per_seed})  # fmt: skip
+                     "difference": p["difference"], "ci95": p["ci95"], "per_seed": per_seed, "seeds": p["seeds"]})  # fmt: skip
     return rows
 
 
 def format_lowdata_table(run: dict) -> str:
-    lines = [f"{'k':>2s}  {'none':>7s}  {'+DAGAN':>7s}  {'pooled difference':>18s}   per seed (difference ± CI over characters)"]
+    lines = [f"{'k':>2s}  {'none':>7s}  {'+DAGAN':>7s}  {'pooled difference':>18s}  seeds  per seed (difference ± CI over characters)"]
     for r in lowdata_rows(run):
         seeds = "; ".join(f"seed {d['seed']}: {100 * d['difference']:+.1f} ± {100 * d['ci95']:.1f}" for d in r["per_seed"])
         lines.append(f"{r['k']:2d}  {100 * r['none']:6.2f}%  {100 * r['augmented']:6.2f}%  "
-                     f"{100 * r['difference']:+7.2f} ± {100 * r['ci95']:5.2f}   {seeds}")  # fmt: skip
+                     f"{100 * r['difference']:+7.2f} ± {100 * r['ci95']:5.2f}  {len(r['seeds']):5d}  {seeds}")  # fmt: skip
     c = run["classifier"]
     lines.append(f"({run['classes']}-way classifier from scratch ({c['model']}, {c['steps']} Adam steps), {run['test_per_class']} test drawings "
                  f"per character, {run['per_image'][0]} DAGAN drawings per real one; {run.get('seconds', 0) / 60:.0f} min on "
@@ -86,11 +106,13 @@ def plot_lowdata(run: dict, ax=None):
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
-    ks = sorted({r["k"] for r in run["runs"]})
-    seeds = sorted({r["seed"] for r in run["runs"]})
     for arm, colour in (("none", "tab:grey"), ("dagan", "tab:blue"), ("classical", "tab:orange")):
         acc = {(r["seed"], r["k"]): r["accuracy"] for r in run["runs"] if r["arm"] == arm}
         if not acc:
+            continue
+        seeds = sorted({s for s, _ in acc if all((s, k) in acc for k in {k for _, k in acc})})
+        ks = sorted({k for _, k in acc})
+        if not seeds:
             continue
         for s in seeds:
             ax.plot(ks, [100 * acc[(s, k)] for k in ks], color=colour, alpha=0.3, lw=1)
