@@ -220,9 +220,11 @@ def read(name: str, data: str = "glyphs", path: str | os.PathLike | None = None)
     _check_name(name, data)
     path = Path(path) if path is not None else path_for(name, data)
     if not path.exists():
+        glyphs = "" if data == "glyphs" else (
+            "; or run the chapters on the glyphs (MLCOURSE_DATA=glyphs), whose reference models come with the course")
         raise FileNotFoundError(
             f"no reference model {name!r} for {data} at {path}; make it with `{PROG} build {name} --data {data}` "
-            "(it trains for real), or train it in the chapter (unset MLCOURSE_REFERENCE)"
+            f"(it trains for real), or train it in the chapter (unset {ENV}){glyphs}"
         )
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "reference" not in state:
@@ -290,9 +292,10 @@ def _current_data() -> str:
     return "glyphs" if source == "glyphs" else "omniglot"
 
 
-def describe(name: str, data: str = "glyphs", path=None) -> str:
-    """One paragraph of provenance: how the reference was made, for a chapter to print."""
-    p = read(name, data, path)["reference"]["provenance"]
+def describe(name: str, data: str | None = None, path=None) -> str:
+    """One paragraph of provenance: how the reference was made, for a chapter to print
+    (``data``: default, the data the chapters use now)."""
+    p = read(name, data or _current_data(), path)["reference"]["provenance"]
     score = p.get("score")
     return (
         f"reference {name} ({data}): `{p['command']}`; {p['steps']} steps in {p['seconds']:.0f} s on "

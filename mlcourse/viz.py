@@ -154,3 +154,37 @@ def plot_paired_differences(comparisons: Sequence[object], ax=None, labels: Sequ
     if title:
         ax.set_title(title)
     return ax
+
+
+def maml_loop_diagram(tasks: int = 3, ax=None):
+    """MAML's two loops as a picture: θ fans out to ``tasks`` inner loops (gradient steps on
+    each task's support set give θ'_i), each adapted θ'_i is scored on its query set, and the
+    outer loop moves θ along the gradient of the summed query losses, *through* the inner steps.
+    Returns the axes; every label is a text artist, so a test can read them."""
+    if not isinstance(tasks, int) or tasks < 1:
+        raise ValueError(f"tasks must be an int of at least 1, got {tasks!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 1.3 + 0.9 * tasks))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-1.1, tasks - 0.4)
+    ax.axis("off")
+    box = {"boxstyle": "round,pad=0.35", "fc": "white", "ec": "0.3"}
+    mid = (tasks - 1) / 2
+    ax.text(0.9, mid, "$\\theta$\n(meta-parameters)", ha="center", va="center", bbox={**box, "fc": "#e8f0fe"}, fontsize=10)
+    for i in range(tasks):
+        y = tasks - 1 - i
+        k = str(i + 1)
+        ax.annotate("", xy=(2.75, y), xytext=(1.85, mid), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+        ax.text(4.1, y, f"inner loop, task {k} (support set):\n$\\theta'_{k} = \\theta - \\alpha \\nabla L^{{s}}_{k}(\\theta)$",
+                ha="center", va="center", bbox=box, fontsize=8)  # fmt: skip
+        ax.annotate("", xy=(6.55, y), xytext=(5.45, y), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+        ax.text(7.4, y, f"query loss\n$L^{{q}}_{k}(\\theta'_{k})$", ha="center", va="center", bbox=box, fontsize=8)
+        ax.annotate("", xy=(9.05, mid), xytext=(8.2, y), arrowprops={"arrowstyle": "->", "color": "tab:red"})
+    ax.text(9.3, mid, "$\\Sigma$", ha="center", va="center", fontsize=14, color="tab:red")
+    # the outer update returns to θ: down from Σ, along the bottom, up into θ
+    ax.plot([9.3, 9.3, 0.9], [mid - 0.3, -0.75, -0.75], color="tab:red", lw=1.2)
+    ax.annotate("", xy=(0.9, mid - 0.35), xytext=(0.9, -0.76), arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 1.2})
+    ax.text(5.0, -0.85, "outer loop: $\\theta \\leftarrow \\theta - \\beta\\, \\nabla_\\theta \\sum_i L^{q}_i(\\theta'_i)$"
+            "   (the gradient goes back through the inner steps)", ha="center", va="top", fontsize=9, color="tab:red")  # fmt: skip
+    ax.set_title("MAML: an inner loop per task, one outer loop over tasks", fontsize=10)
+    return ax
