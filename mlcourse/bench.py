@@ -108,6 +108,7 @@ SELECTED_ON = {
     "test, checked on val": "chosen on test episodes before the validation split, kept after one validation run",
     "test": "chosen on test episodes (before the validation split)",
     "none": "nothing to choose",
+    "val (MAML's)": "MAML's settings, searched on validation episodes, reused without a search of its own",
 }
 
 
@@ -262,6 +263,9 @@ METHODS: dict[str, Method] = {
                            inner_lr=0.1, test_inner_steps=10, selected_on="val"),
     "anil": _maml_family("ANIL: MAML that adapts only the head (Raghu et al., 2020)", "MAML", inner_lr=0.4, test_inner_steps=10, anil=True,
                          selected_on="test, checked on val"),
+    # ProtoMAML takes MAML's validation-chosen settings as they are (no search of its own)
+    "protomaml": _maml_family("ProtoMAML: MAML whose head starts as the task's prototypes (Triantafillou et al., 2020)", "ProtoMAML",
+                              inner_lr=0.4, test_inner_steps=10, lr=4e-3, meta_batch=8, selected_on="val (MAML's)"),
     "metasgd": _maml_family("Meta-SGD: MAML with learned per-weight inner learning rates (Li et al., 2017)", "MetaSGD", lr_init=0.4,
                             test_inner_steps=1, selected_on="test, checked on val"),
     "reptile": Method(
@@ -315,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("method", choices=sorted(METHODS), metavar="METHOD", help="one of: " + ", ".join(METHODS))
-    p.add_argument("--data", default="auto", choices=["auto", "glyphs", "omniglot"], help="data source (default: auto)")
+    p.add_argument("--data", default="auto", choices=["auto", "glyphs", "omniglot", "digits"],
+                   help="data source scored (default: auto); digits only as a target, with --train-data")
+    p.add_argument("--train-data", default=None, choices=["glyphs", "omniglot"],
+                   help="meta-train on this source and score on --data (cross-domain; default: --data itself)")
     p.add_argument("--ways", type=int, default=5, help="N of the test episodes (default 5)")
     p.add_argument("--shots", type=int, default=1, help="K of the test episodes (default 1)")
     p.add_argument("--queries", type=int, default=None, help="queries per class in test episodes (default: up to 15)")
@@ -342,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-inner-steps", type=int, default=None,
                    help="fine-tuning steps on the support set at test time (MAML family and Reptile only); an evaluation "
                         "setting: a checkpoint is loaded whatever its value, so one trained model can be scored with several")
+    p.add_argument("--target-bn", type=int, default=0,
+                   help="before scoring, recompute BatchNorm statistics on this many episodes of the training images of --data "
+                        "(weights unchanged; an evaluation setting, for models with running BatchNorm statistics; default 0 = off)")
     p.add_argument("--bn-episodes", type=int, default=None,
                    help="after training with augmentation, recompute BatchNorm statistics on this many clean training episodes (default 200; 0 = off)")
     p.add_argument("--time-budget", type=float, default=None, help="cap on meta-training seconds (default: per method; 0 = none)")
@@ -395,7 +405,7 @@ def _check_arguments(args) -> None:
         ("--train-queries", args.train_queries, 1), ("--steps", args.steps, 1), ("--hidden", args.hidden, 1),
         ("--meta-batch", args.meta_batch, 1), ("--bn-episodes", args.bn_episodes, 0), ("--size", args.size, 8),
         ("--threads", args.threads, 1), ("--inner-steps", args.inner_steps, 0), ("--inner-batch", args.inner_batch, 1),
-        ("--test-inner-steps", args.test_inner_steps, 0),
+        ("--test-inner-steps", args.test_inner_steps, 0), ("--target-bn", args.target_bn, 0),
     ):  # fmt: skip
         check_at_least(PROG, name, value, low)
     for name, value in (("--lr", args.lr), ("--inner-lr", args.inner_lr)):
@@ -418,6 +428,11 @@ def _check_arguments(args) -> None:
         from .cli import fail
 
         fail(PROG, "--retrain: only makes sense with --checkpoint PATH")
+    if args.data == "digits" and args.train_data is None:
+        from .cli import fail
+
+        fail(PROG, "--data digits: the digits are a target only (10 classes, no held-out alphabets); "
+                   "meta-train on another source with --train-data glyphs or --train-data omniglot")
 
 
 def _train_settings(method: Method, args, fast: bool) -> dict:
@@ -474,7 +489,20 @@ def _load_data(source: str, size: int, rotations: bool, json_mode: bool):
         fail(PROG, f"--data {source}: no such data here ({str(error).splitlines()[0]}).{hint}")
 
 
-def _check_against_data(args, settings: dict, method: Method, splits, eval_set) -> int:
+def _load_target(source: str, size: int, json_mode: bool):
+    """The splits of the scored source when it differs from the training one (cross-domain)."""
+    if source != "digits":
+        return _load_data(source, size, False, json_mode)
+    from .crossdomain import digit_splits
+
+    return digit_splits(size=size)
+
+
+def _has_running_batchnorm(model) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+def _check_against_data(args, settings: dict, method: Method, splits, eval_set, eval_source: str | None = None) -> int:
     """Check the episode sizes against the data; return the queries per class of evaluation."""
     from .cli import bad_argument, check_episodes_fit
 
@@ -484,7 +512,7 @@ def _check_against_data(args, settings: dict, method: Method, splits, eval_set) 
         bad_argument(PROG, "--shots", args.shots, f"at most {largest - 1}: the {args.split} classes have at most "
                      f"{largest} images and every class needs at least one query")  # fmt: skip
     queries = args.queries if args.queries is not None else max(1, min(15, int(sizes.min()) - args.shots))
-    check_episodes_fit(PROG, eval_set, args.ways, args.shots, queries, split=f"the {splits.source} {args.split} split",
+    check_episodes_fit(PROG, eval_set, args.ways, args.shots, queries, split=f"the {eval_source or splits.source} {args.split} split",
                        queries_name="--queries" if args.queries is not None else None)  # fmt: skip
     if method.kind == "episodic":
         per_train = settings["train_shots"] + settings["train_queries"]
@@ -707,9 +735,23 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    splits = _load_data(args.data, args.size, settings["rotations"], args.json)
-    eval_set = splits.evaluation_set(args.split)
-    queries = _check_against_data(args, settings, method, splits, eval_set)
+    # Cross-domain (--train-data): the model meta-trains on one source (and its checkpoint key
+    # names that source, so the checkpoint of an in-domain run is reused), and is scored on
+    # --data's episodes, the same episodes an in-domain model of --data meets.
+    splits = _load_data(args.train_data or args.data, args.size, settings["rotations"], args.json)
+    target = splits if args.train_data is None else _load_target(args.data, args.size, args.json)
+    if target is not splits and target.source == splits.source:
+        target = splits
+    eval_set = target.evaluation_set(args.split)
+    queries = _check_against_data(args, settings, method, splits, eval_set, target.source)
+    if args.target_bn:
+        probe = method.build(splits.train.image_shape, settings["train_ways"], **settings.get("model", {})) \
+            if method.kind == "episodic" else None
+        if probe is None or not _has_running_batchnorm(probe):
+            from .cli import fail
+
+            fail(PROG, f"--target-bn: {args.method} keeps no running BatchNorm statistics (it "
+                       f"{'uses the statistics of each batch at test time' if probe is not None else 'has no BatchNorm to recompute'})")
     episodes = args.episodes if args.episodes is not None else (100 if fast else 600)
 
     key = {
@@ -721,6 +763,8 @@ def main(argv: list[str] | None = None) -> dict:
     }  # fmt: skip
     loaded = _try_checkpoint(args.checkpoint, key, method, device, args.retrain, args.json)
     _log(str(splits), json_mode=args.json)
+    if target is not splits:
+        _log(f"scored on another domain: {target}", json_mode=args.json)
     if loaded is not None:
         predict, model, state = loaded
         train_seconds, train_cpu_seconds, from_checkpoint = 0.0, 0.0, True
@@ -741,11 +785,26 @@ def main(argv: list[str] | None = None) -> dict:
     if args.test_inner_steps is not None:
         model.test_inner_steps = args.test_inner_steps
     test_inner_steps = getattr(model, "test_inner_steps", None)
+    target_bn_seconds = 0.0
+    if args.target_bn:
+        # AdaBN (Li et al., 2017): the running statistics of the source become those of the
+        # target's training images, passed through in batches shaped like the test episodes.
+        # Their labels are thrown away first (random pseudo-classes); no weight changes.
+        from .crossdomain import unlabelled
+
+        start = time.perf_counter()
+        model.recalibrate_batchnorm(unlabelled(target.train, seed=args.seed), n_way=args.ways, k_shot=args.shots, q_query=queries,
+                                    episodes=args.target_bn, seed=args.seed, device=device)  # fmt: skip
+        target_bn_seconds = time.perf_counter() - start
     result = evaluate(predict, eval_set, args.ways, args.shots, queries, episodes, seed=args.eval_seed, device=device,
                       progress=progress is True, desc=f"{args.method} on {args.split}")  # fmt: skip
     out = {
         "method": args.method,
-        "data": splits.source,
+        "data": target.source,
+        # the source meta-trained on: another one than "data" for a cross-domain run
+        "train_data": splits.source,
+        "target_bn": args.target_bn,  # episodes of --data's training images that recomputed BatchNorm (0 = off)
+        "target_bn_seconds": target_bn_seconds,
         # Which alphabets were scored, and which split chose the defaults: a figure on "test"
         # whose defaults were chosen on "test" is not a clean held-out estimate.
         "split": args.split,
@@ -795,7 +854,9 @@ def format_table(r: dict) -> str:
     t = r["train"]
     rows = [
         ("method", r["method"]),
-        ("data", f"{r['data']} ({r['mode']} mode), scored on {r['split']} alphabets: {', '.join(r['eval_alphabets'])}"),
+        ("data", f"{r['data']} ({r['mode']} mode), scored on {r['split']} alphabets: {', '.join(r['eval_alphabets'])}"
+         + (f"; meta-trained on {r['train_data']}" if r.get("train_data", r["data"]) != r["data"] else "")
+         + (f"; BatchNorm statistics recomputed on {r['target_bn']} episodes of its training images" if r.get("target_bn") else "")),
         ("task", f"{r['ways']}-way {r['shots']}-shot, {r['queries']} queries per class, {r['episodes']} episodes"),
         ("accuracy", f"{100 * r['accuracy']:.2f}% ± {100 * r['ci95']:.2f}% (95% CI)"
          + (", transductive (batch statistics of the queries)" if r["transductive"] else "")),

@@ -168,7 +168,13 @@ def build_parser():
 
     p = ArgumentParser(prog=PROG, description="Few-shot image generation: meta-train, adapt to held-out characters, score.")
     p.add_argument("method", metavar="METHOD", help="one of: " + ", ".join(METHODS))
-    p.add_argument("--data", default="auto", choices=["auto", "glyphs", "omniglot"], help="data source (default: auto)")
+    p.add_argument("--data", default="auto", choices=["auto", "glyphs", "omniglot", "digits"],
+                   help="data source scored (default: auto); digits only as a target, with --train-data")
+    p.add_argument("--train-data", default=None, choices=["glyphs", "omniglot"],
+                   help="meta-train on this source and score on --data (cross-domain; default: --data itself)")
+    p.add_argument("--target-steps", type=int, default=0,
+                   help="after loading or meta-training, continue meta-training this many steps on the training "
+                        "characters of --data (a short fine-tune to the target domain; not saved; default 0 = off)")
     p.add_argument("--shots", type=int, default=4, help="K: support drawings per character (default 4)")
     p.add_argument("--characters", type=int, default=None, help="held-out characters scored (default 50, fast mode 10)")
     p.add_argument("--samples", type=int, default=None, help="images generated per character (default 32, fast mode 8)")
@@ -201,7 +207,8 @@ def _check_arguments(p, args) -> list[int]:
         bad_argument(PROG, "METHOD", args.method, "one of " + ", ".join(METHODS))
     for name, value, low in (("--shots", args.shots, 1), ("--characters", args.characters, 2), ("--samples", args.samples, 2),
                              ("--ways", args.ways, 2), ("--steps", args.steps, 1), ("--nll-k", args.nll_k, 1),
-                             ("--size", args.size, 16), ("--threads", args.threads, 1), ("--adapt-steps", args.adapt_steps, 0)):  # fmt: skip
+                             ("--size", args.size, 16), ("--threads", args.threads, 1), ("--adapt-steps", args.adapt_steps, 0),
+                             ("--target-steps", args.target_steps, 0)):  # fmt: skip
         check_at_least(PROG, name, value, low)
     if args.time_budget is not None and not args.time_budget >= 0:
         bad_argument(PROG, "--time-budget", args.time_budget, "a number of at least 0")
@@ -215,8 +222,17 @@ def _check_arguments(p, args) -> list[int]:
         fail(PROG, f"--adapt-steps: {args.method} does not adapt by training; the option is for " + ", ".join(ADAPTING))
     if args.retrain and not args.checkpoint:
         fail(PROG, "--retrain: only makes sense with --checkpoint PATH")
-    if args.ways > (args.characters or 50):
-        bad_argument(PROG, "--ways", args.ways, f"at most --characters ({args.characters or 50}): distractors are other scored characters")
+    if args.data == "digits" and args.train_data is None:
+        fail(PROG, "--data digits: the digits are a target only (10 classes, no held-out alphabets); "
+                   "meta-train on another source with --train-data glyphs or --train-data omniglot")
+    if args.target_steps and METHODS[args.method].kind == "reference":
+        fail(PROG, f"--target-steps: {args.method} is a reference row with nothing to train")
+    if args.data == "digits" and (args.characters or 10) > 10:
+        bad_argument(PROG, "--characters", args.characters or 50, "at most 10 on --data digits (ten digits)")
+    default_characters = 10 if args.data == "digits" else 50
+    if args.ways > (args.characters or default_characters):
+        bad_argument(PROG, "--ways", args.ways, f"at most --characters ({args.characters or default_characters}): "
+                     "distractors are other scored characters")
     return nll_shots
 
 
@@ -293,6 +309,24 @@ def _trained_model(args, method: GenMethod, splits, settings: dict, device, prog
     return model.eval(), history.seconds, steps_done, False
 
 
+def _fine_tune_on_target(model, target_train, args, settings: dict, device, progress) -> tuple[float, int]:
+    """Continue the method's own meta-training for ``--target-steps`` steps on the target's
+    training characters (the loaded weights are the start; nothing is saved)."""
+    import inspect
+
+    options = dict(METHODS[args.method].train_options)
+    parameters = inspect.signature(model.meta_train).parameters
+    if "shots" in parameters:
+        options.setdefault("shots", settings["train_shots"])
+    if "alpha" in parameters:  # the statistician: the true ELBO, as meta-training ended (no second KL warm-up)
+        options["alpha"] = 0.0
+    model.train()
+    history = model.meta_train(target_train, steps=args.target_steps, time_budget=None, seed=settings["seed"] + 1,
+                               device=device, progress=progress, **options)  # fmt: skip
+    model.eval()
+    return history.seconds, len(history["loss"]) if "loss" in history else args.target_steps
+
+
 def _log(message: str, json_mode: bool) -> None:
     print(message, file=sys.stderr if json_mode else sys.stdout, flush=True)
 
@@ -330,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = False if args.quiet else (True if sys.stderr.isatty() and not args.json else "log")
-    n_chars = args.characters or (10 if fast else 50)
+    n_chars = args.characters or (10 if fast or args.data == "digits" else 50)
     samples = args.samples or (8 if fast else 32)
     nll_k = args.nll_k or (10 if fast else 100)
     settings = {
@@ -339,20 +373,32 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed, "mode": "fast" if fast else "full", "train_shots": args.shots,
     }  # fmt: skip
 
-    splits = _load_data(args.data, args.size, False, args.json)
-    eval_set = splits.evaluation_set(args.split)
+    # Cross-domain (--train-data): meta-train (and key the checkpoint) on one source, score on
+    # --data's characters, the same ones an in-domain model of --data is scored on.
+    from .bench import _load_target
+
+    splits = _load_data(args.train_data or args.data, args.size, False, args.json)
+    target = splits if args.train_data is None else _load_target(args.data, args.size, args.json)
+    if target is not splits and target.source == splits.source:
+        target = splits
+    eval_set = target.evaluation_set(args.split)
     classes = _choose_characters(eval_set, n_chars, args.shots, max(nll_shots) if method.likelihood else 0, args.eval_seed)
     sets = character_sets(eval_set, args.shots, classes=classes, seed=args.eval_seed)
     names = [eval_set.class_names[c] for c in classes]
     _log(str(splits), args.json)
+    if target is not splits:
+        _log(f"scored on another domain: {target}", args.json)
 
     train_seconds, steps_done, loaded = 0.0, 0, False
+    target_seconds, target_steps_done = 0.0, 0
     scored_sets = sets
     if method.kind == "reference":
         generate, scored_sets = method.build(sets)
         model = None
     else:
         model, train_seconds, steps_done, loaded = _trained_model(args, method, splits, settings, device, progress, args.json)
+        if args.target_steps:
+            target_seconds, target_steps_done = _fine_tune_on_target(model, target.train, args, settings, device, progress)
         adapt = args.adapt_steps if args.adapt_steps is not None else method.adapt_steps
         if adapt is not None:  # an evaluation setting: not part of the checkpoint's key
             model.adapt_steps = adapt
@@ -361,13 +407,20 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.no_grad():
                 return model.generate(support.to(device), n, seed=seed).cpu()
 
-    net = feature_net(args.data, size=args.size, progress=progress is True)
+    # The scores live in the features of a Conv-4 trained on the *scored* domain's training
+    # images, whichever domain the generator came from, so in- and cross-domain rows compare.
+    if target.source == "digits":
+        net = feature_net(dataset=target.train, size=args.size, progress=progress is True)
+    else:
+        net = feature_net(target.source, size=args.size, progress=progress is True)
     start = time.perf_counter()
     scores = score_characters(generate, scored_sets, net, samples=samples, ways=args.ways, names=names, seed=args.eval_seed,
                               progress=progress is True)  # fmt: skip
     score_seconds = time.perf_counter() - start
     out = {
-        "method": args.method, "description": method.description, "data": splits.source, "split": args.split,
+        "method": args.method, "description": method.description, "data": target.source, "train_data": splits.source,
+        "target_steps": args.target_steps, "target_steps_done": target_steps_done, "target_seconds": target_seconds,
+        "split": args.split,
         "defaults_selected_on": method.selected_on, "train_alphabets": sorted(set(splits.train.class_groups)),
         "eval_alphabets": sorted(set(eval_set.class_groups)), "shots": args.shots, "characters": n_chars,
         "samples": samples, "ways": args.ways, "summary": scores.summary(), "scores": scores.as_dict(),
@@ -418,7 +471,9 @@ def format_table(r: dict) -> str:
     s = r["summary"]
     rows = [
         ("method", f"{r['method']}: {r['description']}"),
-        ("data", f"{r['data']} ({r['mode']} mode), {r['characters']} {r['split']} characters of {', '.join(r['eval_alphabets'])}"),
+        ("data", f"{r['data']} ({r['mode']} mode), {r['characters']} {r['split']} characters of {', '.join(r['eval_alphabets'])}"
+         + (f"; meta-trained on {r['train_data']}" if r.get("train_data", r["data"]) != r["data"] else "")
+         + (f"; then {r['target_steps_done']} steps on its training characters" if r.get("target_steps") else "")),
         ("task", f"K = {r['shots']} support drawings, {r['samples']} generated per character"),
     ]
     for name in ("fd", "precision", "recall", "recognisability", "diversity", "memorisation"):
