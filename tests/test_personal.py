@@ -218,6 +218,19 @@ def test_a_photo_like_page_comes_out_like_the_clean_drawing():
         assert same > 0.6 and same > different + 0.2, (seed, same, different)
 
 
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "P"), ("PNG", "I;16")])
+def test_a_12_megapixel_photo_is_shrunk_while_decoding(fmt, mode):
+    """A phone-sized picture (4000 x 3000) never becomes a full-size float array: JPEGs shrink
+    in the decoder, other formats by averaging blocks first; the result is the drawing's."""
+    page = Image.new("L", (4000, 3000), 255)
+    page.paste(drawing(0, side=1200), (1400, 900))
+    image = Image.fromarray(np.asarray(page, dtype=np.uint16) * 257) if mode == "I;16" else page.convert(mode)
+    prepared = prepare_image(encode(image, fmt), f"big.{fmt.lower()}")
+    assert max(prepared.steps["grey"].shape) <= 512 and max(prepared.steps["uploaded"].shape) <= 1024
+    direct = prepare_image(encode(drawing(0, side=1200)), "direct.png").image
+    assert (prepared.image - direct).abs().mean() < 0.03
+
+
 # -- the steps --------------------------------------------------------------------------------
 def test_polarity_dark_strokes_are_inverted_bright_ones_kept():
     dark_on_light = np.asarray(drawing(0), dtype=np.float64) / 255

@@ -10,8 +10,10 @@ EXIF tag. :func:`prepare_image` makes it look like a loaded Omniglot drawing, on
 step at a time::
 
     decode      bytes -> picture, after checking bytes, pixels (from the header, before
-                decoding), frames; EXIF rotation applied; any mode (palette, RGBA, CMYK,
-                16-bit) made grey in [0, 1], transparency composited onto white paper
+                decoding), frames; a large photo shrunk while decoding (JPEG) or by block
+                averages, so it never exists in memory as a full-size float array; EXIF
+                rotation applied; any mode (palette, RGBA, CMYK, 16-bit) made grey in
+                [0, 1], transparency composited onto white paper
     polarity    strokes made bright: inverted when they are darker than the paper
     flatten     the paper made 0 (an estimate of its uneven level is subtracted), the
                 strokes stretched to reach 1, faint paper texture cut
@@ -55,6 +57,8 @@ NOISE_FLOOR = 0.2
 MIN_INK_PIXELS = 4
 
 FORMATS_HINT = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+# The modes PIL's Image.reduce averages blocks of (the others are shrunk after conversion to grey).
+_REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F")
 
 
 @dataclass(frozen=True)
@@ -199,16 +203,27 @@ def _decode(image: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray, list
     """
     notes = []
     try:
+        if image.format == "JPEG" and max(image.size) > 2 * WORK_SIDE:
+            # A phone photo: let the JPEG decoder shrink by 1/2, 1/4 or 1/8 as it decodes (a 12-megapixel
+            # photo never exists at full size in memory); the longer side stays at least WORK_SIDE.
+            scale = WORK_SIDE / max(image.size)
+            image.draft(None, (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))))
         image.load()
         transposed = ImageOps.exif_transpose(image)
+        if max(transposed.size) >= 2 * WORK_SIDE:  # other formats: average blocks of pixels before anything else
+            if transposed.mode == "P":
+                transposed = transposed.convert("RGBA" if "transparency" in transposed.info else "RGB")
+            elif transposed.mode.startswith("I;16"):
+                transposed = transposed.convert("I")  # 32-bit integers, same values
+            factor = max(transposed.size) // WORK_SIDE
+            transposed = transposed.reduce(factor) if transposed.mode in _REDUCIBLE else transposed
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise UploadError(f"{name} is damaged or cut short ({error}): upload the complete file, or save the picture "
                           "again and upload the new file.") from None  # fmt: skip
-    if transposed is not image:
-        orientation = image.getexif().get(0x0112)
-        if orientation not in (None, 1):
-            notes.append(f"turned upright (EXIF orientation {orientation})")
-    image = transposed
+    orientation = image.getexif().get(0x0112)
+    if orientation not in (None, 1):
+        notes.append(f"turned upright (EXIF orientation {orientation})")
+    source_mode, image = image.mode, transposed
     mode = image.mode
     alpha = None
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -218,10 +233,10 @@ def _decode(image: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray, list
             grey = (values - low) / (high - low) if high > low else np.zeros_like(values)
         else:
             grey = values / max(65535.0, float(values.max()))
-        notes.append(f"converted from {mode} ({'floating point' if mode == 'F' else '16/32-bit'}) to grey")
+        notes.append(f"converted from {source_mode} ({'floating point' if mode == 'F' else '16/32-bit'}) to grey")
     else:
-        if mode not in ("1", "L"):
-            notes.append(f"converted from {mode} to grey")
+        if source_mode not in ("1", "L"):
+            notes.append(f"converted from {source_mode} to grey")
         has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode in ("P", "L", "RGB") and "transparency" in image.info)
         if has_alpha:
             rgba = image.convert("RGBA")
