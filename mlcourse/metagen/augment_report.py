@@ -96,7 +96,7 @@ def format_lowdata_table(run: dict) -> str:
                      f"{100 * r['difference']:+7.2f} ± {100 * r['ci95']:5.2f}  {len(r['seeds']):5d}  {seeds}")  # fmt: skip
     c = run["classifier"]
     lines.append(f"({run['classes']}-way classifier from scratch ({c['model']}, {c['steps']} Adam steps), {run['test_per_class']} test drawings "
-                 f"per character, {run['per_image'][0]} DAGAN drawings per real one; {run.get('seconds', 0) / 60:.0f} min on "
+                 f"per character, {' or '.join(str(m) for m in run.get('per_image', []))} DAGAN drawings per real one; {run.get('seconds', 0) / 60:.0f} min on "
                  f"{run['hardware']}, {run['threads']} thread, load {run['load_average_start']:.1f} at the start)")  # fmt: skip
     return "\n".join(lines)
 
