@@ -12,6 +12,8 @@ import io
 import os
 import re
 import tempfile
+import threading
+import time
 
 import pytest
 import torch
@@ -227,3 +229,70 @@ def test_the_panel_writes_nothing_to_disk(tiny, tmp_path, monkeypatch):
     assert writes == []
     assert list(tmp_path.iterdir()) == []
     assert set(os.listdir(tempfile.gettempdir())) - temp_before == set()
+
+
+# -- stopping, and a background run -------------------------------------------------------------
+def test_should_stop_abandons_the_adaptation_and_leaves_the_model_alone(tiny):
+    from mlcourse.metagen.panel import AdaptationStopped
+
+    support = prepare_upload(good_files(2), size=SIZE).support()
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    seen = []
+    with pytest.raises(AdaptationStopped, match="stopped after 3 of 50") as stopped:
+        generate_with_progress(tiny, support, 4, steps=50, on_progress=lambda d, t: seen.append(d),
+                               should_stop=lambda: len(seen) >= 3)  # fmt: skip
+    assert stopped.value.done == 3 and seen == [1, 2, 3]
+    assert all(torch.equal(v, tiny.state_dict()[k]) for k, v in before.items())
+
+
+def test_only_the_calling_threads_optimiser_steps_count(tiny):
+    """A learner training something else while the panel adapts in its thread is not counted."""
+    support = prepare_upload(good_files(2), size=SIZE).support()
+    calls, done = [], threading.Event()
+
+    def adapt():
+        try:
+            generate_with_progress(tiny, support, 2, steps=5, on_progress=lambda d, t: calls.append((d, t)))
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=adapt)
+    weight = torch.nn.Parameter(torch.zeros(3))
+    other = torch.optim.SGD([weight], lr=0.1)
+    worker.start()
+    steps_elsewhere = 0
+    while not done.is_set() or steps_elsewhere < 5:
+        weight.grad = torch.ones(3)
+        other.step()
+        steps_elsewhere += 1
+    worker.join()
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5), (5, 5)] and steps_elsewhere >= 5
+
+
+def test_the_stop_button_stops_a_background_run(tiny):
+    panel = GeneratorPanel(tiny, samples=4, background=True)
+    browser_sends(panel, good_files(2))
+    panel.steps.value = 5000
+    panel.generate_button.click()
+    assert panel.running and not panel.stop_button.disabled and panel.generate_button.disabled
+    browser_sends(panel, good_files(3))  # an upload while it runs is refused with a message
+    assert "Still adapting" in panel.messages.value and len(panel.prepared.images) == 2
+    deadline = time.monotonic() + 60
+    while panel.progress.value < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    panel.stop_button.click()
+    assert panel.wait(60)
+    assert panel.status.value.startswith("Stopped after") and panel.progress.bar_style == "warning"
+    assert panel.generated is None and not panel.generate_button.disabled and panel.stop_button.disabled
+
+
+def test_a_background_run_gives_what_a_synchronous_one_gives(tiny):
+    results = []
+    for background in (False, True):
+        panel = GeneratorPanel(tiny, samples=3, seed=5, background=background)
+        browser_sends(panel, good_files(2))
+        panel.steps.value = 2
+        panel.generate_button.click()
+        assert panel.wait(60)
+        results.append(panel.generated)
+    assert torch.equal(results[0], results[1])

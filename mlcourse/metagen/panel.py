@@ -19,7 +19,15 @@ nothing while it runs. Every inner iteration ends with optimiser steps (``n_crit
 the critic, one on the generator), so a global *optimiser step hook* (PyTorch's
 ``register_optimizer_step_post_hook``), registered only for the duration of the call,
 counts them: the images are exactly those of ``model.generate`` (tested), and the bar moves
-once per iteration.
+once per iteration. The same hook asks ``should_stop()``, which is how *Stop* works; it counts
+only the optimiser steps of the thread that called it.
+
+Why a thread for Stop
+---------------------
+The kernel handles one message at a time: while a button's callback runs, a click on another
+button waits until the callback returns. With ``background=True`` the panel adapts in a thread
+of its own, the kernel stays free to receive *Stop*, and widget updates from that thread reach
+the browser as usual; ``panel.wait()`` joins it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import base64
 import html
 import inspect
 import math
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -60,11 +69,26 @@ def adaptation_steps(model, steps: int | None = None) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+class AdaptationStopped(RuntimeError):
+    """Raised by :func:`generate_with_progress` when ``should_stop()`` said so; ``done`` of
+    ``total`` iterations had run."""
+
+    def __init__(self, done: int, total: int | None):
+        super().__init__(f"stopped after {done} of {total} adaptation steps")
+        self.done, self.total = done, total
+
+
 def generate_with_progress(model, support: torch.Tensor, n: int, *, seed: int = 0, steps: int | None = None,
-                           on_progress: Progress | None = None) -> torch.Tensor:  # fmt: skip
+                           on_progress: Progress | None = None,
+                           should_stop: Callable[[], bool] | None = None) -> torch.Tensor:  # fmt: skip
     """``model.generate(support, n, seed=seed[, steps=steps])``, calling
     ``on_progress(done, total)`` after each adaptation iteration (``total`` may be ``None``)
     and once at the end. The images are exactly what ``model.generate`` gives.
+
+    ``should_stop()`` is asked after each iteration; when it returns true the adaptation is
+    abandoned with :class:`AdaptationStopped` (a half-adapted generator draws nothing useful).
+    Only optimiser steps taken by the calling thread count: a learner training something else
+    in the meantime is neither counted nor stopped.
 
     ``steps`` is passed on only to a model whose ``generate`` takes it; giving it to one that
     does not is an error (it would be silently ignored otherwise).
@@ -78,10 +102,17 @@ def generate_with_progress(model, support: torch.Tensor, n: int, *, seed: int = 
     per = iterations_per_step(model)
     counted = [0]
 
+    owner = threading.get_ident()
+
     def hook(optimizer, args, kwargs):
+        if threading.get_ident() != owner:
+            return
         counted[0] += 1
-        if on_progress is not None and per and counted[0] % per == 0:
-            on_progress(counted[0] // per, total)
+        if per and counted[0] % per == 0:
+            if on_progress is not None:
+                on_progress(counted[0] // per, total)
+            if should_stop is not None and should_stop():
+                raise AdaptationStopped(counted[0] // per, total)
 
     handle = register_optimizer_step_post_hook(hook)
     try:
@@ -179,19 +210,25 @@ class GeneratorPanel:
         samples: how many images to draw.
         steps: adaptation iterations (default: the model's ``adapt_steps``).
         limits: what an upload may hold (:class:`~mlcourse.metagen.personal.UploadLimits`).
+        background: adapt in a background thread, so that the kernel stays free to receive a
+            click on *Stop* (in a browser, a callback that runs in the kernel's own thread
+            blocks every other widget event until it returns). ``wait()`` joins it. Off by
+            default: headless code and tests get the result when ``click()`` returns.
 
     Display it with ``display(panel)`` or ``panel.widget``.
     """
 
     def __init__(self, model, *, examples: Mapping[str, Sequence[tuple[str, bytes]]] | None = None, samples: int = 16,
-                 steps: int | None = None, seed: int = 0, limits: UploadLimits = LIMITS):  # fmt: skip
+                 steps: int | None = None, seed: int = 0, limits: UploadLimits = LIMITS, background: bool = False):  # fmt: skip
         import ipywidgets as w
 
         if not hasattr(model, "generate"):
             raise TypeError(f"model must be a few-shot generator with generate(support, n, seed=...), got {type(model).__name__}")
         if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= 256:
             raise ValueError(f"samples must be an int in 1..256, got {samples!r}")
-        self.model, self.samples, self.limits = model, samples, limits
+        self.model, self.samples, self.limits, self.background = model, samples, limits, bool(background)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         shape = getattr(model, "image_shape", (1, 28, 28))
         if shape[0] != 1:
             raise ValueError(f"the panel prepares grey drawings; this model draws {shape[0]}-channel images")
@@ -215,6 +252,8 @@ class GeneratorPanel:
                                       layout=w.Layout(width="220px"))  # fmt: skip
         self.seed = w.IntText(value=seed, description="seed", layout=w.Layout(width="160px"))
         self.generate_button = w.Button(description="Adapt and draw", button_style="primary", disabled=True)
+        self.stop_button = w.Button(description="Stop", button_style="warning", disabled=True,
+                                    layout=w.Layout(display=None if self.background else "none"))  # fmt: skip
         self.progress = w.IntProgress(value=0, min=0, max=max(1, default_steps or 1), description="adapting",
                                       layout=w.Layout(width="420px"))  # fmt: skip
         self.status = w.Label("")
@@ -224,6 +263,7 @@ class GeneratorPanel:
         self.upload.observe(self.on_upload, names="value")
         self.use_example.on_click(self.on_example)
         self.generate_button.on_click(self.on_generate)
+        self.stop_button.on_click(self.on_stop)
         self.widget = w.VBox([
             w.HTML(f"<b>Your own drawings &#8594; {type(model).__name__} &#8594; new drawings</b>"),
             w.HBox([self.upload, self.example, self.use_example]),
@@ -231,7 +271,7 @@ class GeneratorPanel:
             w.HTML("<i>Prepared for the generator (top: as uploaded; bottom: what it sees, "
                    f"{self.size} x {self.size}, bright strokes on black)</i>"),
             self.prepared_view,
-            w.HBox([self.steps, self.seed, self.generate_button]),
+            w.HBox([self.steps, self.seed, self.generate_button, self.stop_button]),
             w.HBox([self.progress, self.status]),
             self.samples_view,
             self.download,
@@ -259,9 +299,17 @@ class GeneratorPanel:
         self.generate_button.disabled = not upload.ok
         return upload
 
+    @property
+    def running(self) -> bool:
+        """True while a background adaptation runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def on_upload(self, change=None) -> None:
         """The upload widget's value changed: prepare what it holds."""
         if not self.upload.value:
+            return
+        if self.running:
+            self._fail("Still adapting to the previous drawings: press Stop (or wait), then upload again.")
             return
         try:
             self.load_files(self.upload.value, "upload")
@@ -270,6 +318,9 @@ class GeneratorPanel:
 
     def on_example(self, button=None) -> None:
         """Prepare the example chosen in the dropdown."""
+        if self.running:
+            self._fail("Still adapting to the previous drawings: press Stop (or wait), then pick the example again.")
+            return
         try:
             self.load_files(self.examples[self.example.value], f"example {self.example.value!r}")
         except Exception as error:  # noqa: BLE001
@@ -277,11 +328,33 @@ class GeneratorPanel:
 
     def on_generate(self, button=None) -> None:
         """Adapt the model to the prepared drawings, with the progress bar, then show the
-        samples and the download link."""
+        samples and the download link (in a background thread when ``background``)."""
         if self.prepared is None or not self.prepared.ok:
             self._fail("Nothing to adapt to yet: upload drawings (or pick an example) first.")
             return
+        if self.running:
+            return
         self.generate_button.disabled = True
+        self._stop.clear()
+        if self.background:
+            self.stop_button.disabled = False
+            self._thread = threading.Thread(target=self._adapt_and_draw, name="generator-panel", daemon=True)
+            self._thread.start()
+        else:
+            self._adapt_and_draw()
+
+    def on_stop(self, button=None) -> None:
+        """Ask a running adaptation to stop after its current step."""
+        self._stop.set()
+        self.stop_button.disabled = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background adaptation to end; False if it still runs after ``timeout``."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
+
+    def _adapt_and_draw(self) -> None:
         steps = self.steps.value if not self.steps.disabled else None
         self.progress.max = max(1, steps or 1)
         self.progress.value, self.progress.bar_style = 0, ""
@@ -298,7 +371,7 @@ class GeneratorPanel:
             support = self.prepared.support().to(getattr(self.model, "device", "cpu"))
             self.status.value = "adapting..."
             images = generate_with_progress(self.model, support, self.samples, seed=int(self.seed.value), steps=steps,
-                                            on_progress=report)  # fmt: skip
+                                            on_progress=report, should_stop=self._stop.is_set)  # fmt: skip
             self.generated = images
             self.png = grid_png(images, nrow=8, scale=3)
             self.samples_view.value = self.png
@@ -307,10 +380,14 @@ class GeneratorPanel:
             self.status.value = (f"{self.samples} new drawings after {steps} adaptation steps in "
                                  f"{time.perf_counter() - start:.1f} s" if steps is not None else
                                  f"{self.samples} new drawings in {time.perf_counter() - start:.1f} s")  # fmt: skip
+        except AdaptationStopped as stopped:
+            self.progress.bar_style = "warning"
+            self.status.value = f"Stopped after {stopped.done} of {stopped.total} steps: nothing drawn."
         except Exception as error:  # noqa: BLE001 - the panel shows a message, never a traceback
             self.progress.bar_style = "danger"
             self._fail(f"Generating failed ({type(error).__name__}: {error}).")
         finally:
+            self.stop_button.disabled = True
             self.generate_button.disabled = not (self.prepared is not None and self.prepared.ok)
 
     def _fail(self, message: str) -> None:
