@@ -198,8 +198,8 @@ def test_argument_errors(tiny):
 
 def test_the_panel_writes_nothing_to_disk(tiny, tmp_path, monkeypatch):
     """A whole session (bad uploads, a good one, an example, generating, the download link)
-    with the working directory in an empty folder: no file is opened for writing anywhere,
-    and neither that folder nor the temporary folder gains an entry."""
+    with the working directory and the temporary folder in empty folders: no file is opened
+    for writing anywhere (builtins.open and os.open watched), and neither folder gains a file."""
     monkeypatch.chdir(tmp_path)
     writes = []
     real_open, real_os_open = builtins.open, os.open
@@ -214,7 +214,10 @@ def test_the_panel_writes_nothing_to_disk(tiny, tmp_path, monkeypatch):
             writes.append((path, flags))
         return real_os_open(path, flags, *args, **kwargs)
 
-    temp_before = set(os.listdir(tempfile.gettempdir()))
+    temp = tmp_path.parent / f"{tmp_path.name}-tmp"  # a temporary folder of its own: other jobs' files cannot appear
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     panel = GeneratorPanel(tiny, samples=4, examples={"mine": good_files(2)})
     monkeypatch.setattr(builtins, "open", watched_open)
     monkeypatch.setattr(os, "open", watched_os_open)
@@ -228,7 +231,10 @@ def test_the_panel_writes_nothing_to_disk(tiny, tmp_path, monkeypatch):
     assert panel.png is not None and panel.download.value
     assert writes == []
     assert list(tmp_path.iterdir()) == []
-    assert set(os.listdir(tempfile.gettempdir())) - temp_before == set()
+    # PyTorch makes an empty cache folder (torchinductor_<user>) in the temporary folder when the
+    # first optimiser is created; it must stay empty, and nothing else may appear.
+    left = [p for p in temp.rglob("*") if not (p.is_dir() and p.relative_to(temp).parts[0].startswith("torchinductor_"))]
+    assert left == []
 
 
 # -- stopping, and a background run -------------------------------------------------------------
