@@ -29,7 +29,6 @@ from mlcourse.metagen.personal import (
     prepare_image,
     prepare_upload,
     square_around_ink,
-    resize_like_the_loader,
     strokes_bright,
     uploaded_files,
 )
