@@ -131,6 +131,7 @@ PAIRS = [
     ("Omniglot→digits, ProtoNet − pixel 1-NN", "protonet-omniglot-digits-test", "pixel-nn-digits-test", "accuracy"),
     ("Omniglot→digits, ProtoNet: AdaBN on validation", "protonet-omniglot-digits-val-targetbn", "protonet-omniglot-digits-val", "accuracy"),
     ("Omniglot→digits, ProtoNet: what AdaBN recovers", "protonet-omniglot-digits-test-targetbn", "protonet-omniglot-digits-test", "accuracy"),
+    ("Omniglot→digits, ProtoNet + AdaBN − pixel 1-NN", "protonet-omniglot-digits-test-targetbn", "pixel-nn-digits-test", "accuracy"),
     ("Omniglot→digits, MAML (10 steps) − pixel 1-NN", "maml-omniglot-digits-test", "pixel-nn-digits-test", "accuracy"),
     ("Omniglot→digits, MAML: 30 test steps − 10 on validation", "maml-omniglot-digits-val-steps30", "maml-omniglot-digits-val-steps10", "accuracy"),
     ("Omniglot→digits, MAML: 30 test steps − 10 on test", "maml-omniglot-digits-test-steps30", "maml-omniglot-digits-test", "accuracy"),
