@@ -55,7 +55,10 @@ def run(args) -> list[dict]:
     fast = fast_mode()
     settings = {"steps": method.fast_steps if fast else method.steps, "lr": method.lr, "train_ways": method.train_ways,
                 "train_shots": 1, "train_queries": method.train_queries, "rotations": True, "augment": method.augment,
-                "bn_episodes": 20 if fast else 200, "time_budget": None if fast else args.time_budget, "seed": args.seed}  # fmt: skip
+                "bn_episodes": 20 if fast else 200, "time_budget": None if fast or args.steps else args.time_budget,
+                "seed": args.seed}  # fmt: skip
+    if args.steps and not fast:
+        settings["steps"] = args.steps  # equal steps instead of equal time (MetaGAN's steps cost more)
     device = torch.device("cpu")
     cpu = time.process_time()
     predict, model, seconds, steps = _meta_train(method, splits.train, settings, device, "log", True)
@@ -90,23 +93,26 @@ def table(args) -> dict:
     from mlcourse.evaluate import compare
 
     runs = Path(args.runs)
-    rows, lines = [], ["| task (test) | plain ProtoNet | MetaGAN-ProtoNet | difference (95% CI) | p | steps (plain / MetaGAN) |",
+    rows, lines = [], ["| task (test), budget | plain ProtoNet | MetaGAN-ProtoNet | difference (95% CI) | p | steps (plain / MetaGAN) |",
                        "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for ways in (5, 20):
-        pa, ma = runs / f"plain-{ways}way.json", runs / f"metagan-{ways}way.json"
-        if not (pa.exists() and ma.exists()):
-            continue
-        plain, meta = json.loads(pa.read_text()), json.loads(ma.read_text())
-        c = compare(meta, plain, names=("metagan", "plain"))
-        row = {"ways": ways, "plain": plain["accuracy"], "plain_ci95": plain["ci95"], "metagan": meta["accuracy"],
-               "metagan_ci95": meta["ci95"], "difference": c.mean, "difference_ci95": c.ci95, "p_value": c.p_value,
-               "significant": abs(c.mean) > c.ci95, "steps": [plain["meta_train_steps"], meta["meta_train_steps"]],
-               "gan_weight": meta["gan_weight"]}  # fmt: skip
-        rows.append(row)
-        lines.append(f"| {ways}-way 1-shot | {100 * plain['accuracy']:.2f}% ± {100 * plain['ci95']:.2f} | "
-                     f"{100 * meta['accuracy']:.2f}% ± {100 * meta['ci95']:.2f} | {100 * c.mean:+.2f} ± {100 * c.ci95:.2f}"
-                     f"{'' if row['significant'] else ' (not significant)'} | {c.p_value:.3f} | "
-                     f"{plain['meta_train_steps']} / {meta['meta_train_steps']} |")  # fmt: skip
+    for arm, label in (("metagan", "same wall-clock budget, side by side"), ("metagan-equalsteps", "same number of steps")):
+        for ways in (5, 20):
+            pa, ma = runs / f"plain-{ways}way.json", runs / f"{arm}-{ways}way.json"
+            if not (pa.exists() and ma.exists()):
+                continue
+            plain, meta = json.loads(pa.read_text()), json.loads(ma.read_text())
+            c = compare(meta, plain, names=(arm, "plain"))
+            row = {"arm": arm, "budget": label, "ways": ways, "plain": plain["accuracy"], "plain_ci95": plain["ci95"],
+                   "metagan": meta["accuracy"], "metagan_ci95": meta["ci95"], "paired": c.as_dict(), "significant": c.significant,
+                   "steps": [plain["meta_train_steps"], meta["meta_train_steps"]],
+                   "cpu_seconds": [plain["meta_train_cpu_seconds"], meta["meta_train_cpu_seconds"]], "gan_weight": meta["gan_weight"]}  # fmt: skip
+            rows.append(row)
+            p_text = "< 0.0001" if c.p_value <= 1e-4 else f"{c.p_value:.3f}"
+            lines.append(f"| {ways}-way 1-shot, {label} | {100 * plain['accuracy']:.2f}% ± {100 * plain['ci95']:.2f} | "
+                         f"{100 * meta['accuracy']:.2f}% ± {100 * meta['ci95']:.2f} | {100 * c.difference:+.2f} ± {100 * c.ci95:.2f}"
+                         f"{'' if c.significant else ' (not significant)'} | {p_text} | "
+                         f"{plain['meta_train_steps']} / {meta['meta_train_steps']} "
+                         f"({plain['meta_train_cpu_seconds']:.0f} / {meta['meta_train_cpu_seconds']:.0f} CPU s) |")  # fmt: skip
     selection = []
     for path in sorted(runs.glob("select-*.json")):
         r = json.loads(path.read_text())
@@ -131,6 +137,7 @@ def main(argv=None):
     r.add_argument("--arm", choices=["plain", "metagan"], required=True)
     r.add_argument("--gan-weight", type=float, default=1.0, help="lambda of the discriminator's GAN terms (metagan only)")
     r.add_argument("--time-budget", type=float, default=270.0)
+    r.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of the time budget")
     r.add_argument("--split", choices=["val", "test"], default="val")
     r.add_argument("--ways", type=int, nargs="+", default=[5])
     r.add_argument("--episodes", type=int, default=600)
@@ -143,7 +150,7 @@ def main(argv=None):
     t.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.stage == "run":
-        for name, value, low in (("--episodes", args.episodes, 2), ("--threads", args.threads, 1)):
+        for name, value, low in (("--episodes", args.episodes, 2), ("--threads", args.threads, 1), ("--steps", args.steps, 1)):
             check_at_least(PROG, name, value, low)
         for w in args.ways:
             check_at_least(PROG, "--ways", w, 2)

@@ -172,14 +172,14 @@ def table(args) -> dict:
                               "real_classes": r["real_classes"], "synthetic_classes": r["synthetic_classes"]}  # fmt: skip
         if real and gen:
             c = compare(gen, real, names=("generated", "real"))
-            row["difference"] = {"mean": c.mean, "ci95": c.ci95, "p_value": c.p_value}
+            row["difference"] = c.as_dict()
         rows.append(row)
     lines = ["| training alphabets | real only | + generated classes | difference (95% CI) | steps (real / +gen) |",
              "| --- | --- | --- | --- | --- |"]  # fmt: skip
     for row in rows:
         cell = lambda r: f"{100 * r['accuracy']:.2f}% ± {100 * r['ci95']:.2f}" if r else "—"  # noqa: E731
         d = row.get("difference")
-        diff = f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} (p = {d['p_value']:.3f})" if d else "—"
+        diff = (f"{100 * d['difference']:+.2f} ± {100 * d['ci95']:.2f} (p {'< 0.0001' if d['p_value'] <= 1e-4 else '= %.3f' % d['p_value']})" if d else "—")
         steps = f"{row.get('real', {}).get('steps', '—')} / {row.get('generated', {}).get('steps', '—')}"
         lines.append(f"| {row['alphabets']} ({', '.join(row['train_alphabets'])}) | {cell(row.get('real'))} | "
                      f"{cell(row.get('generated'))} | {diff} | {steps} |")  # fmt: skip
