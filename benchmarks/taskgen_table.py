@@ -7,7 +7,8 @@ Usage (the committed runs, for K = 1, 2, 4; each stage is one process, one threa
     # 2. ProtoNet without and with generated classes, scored on the bench's 600 test episodes
     python benchmarks/taskgen_table.py protonet --alphabets K --steps 600 --json docs/runs/taskgen/protonet-aK-real.json
     python benchmarks/taskgen_table.py protonet --alphabets K --steps 600 --statistician runs/tasks/stat-K.pt \\
-        --json docs/runs/taskgen/protonet-aK-generated.json        # (K = 4: also --examples docs/runs/taskgen/examples-a4.pt)
+        --json docs/runs/taskgen/protonet-aK-generated.json        # (K = 4: also --examples runs/tasks/examples-a4.pt)
+    python benchmarks/taskgen_table.py figure --examples runs/tasks/examples-a4.pt --out docs/runs/taskgen/examples-a4.png
     # 3. the table: paired differences on the same episodes
     python benchmarks/taskgen_table.py table --runs docs/runs/taskgen --json docs/runs/taskgen/table.json
 
@@ -191,6 +192,28 @@ def table(args) -> dict:
     return out
 
 
+def figure(args) -> None:
+    """The picture of ``--examples``: per row, two parent characters then six drawings of their child."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from mlcourse.metagen.task_generation import synthetic_parents
+    from mlcourse.viz import show_images
+
+    ex = torch.load(args.examples)
+    rows = []
+    for c, name in enumerate(ex["names"][:6]):
+        parents = [ex["parents"][p][0].float() / 255 for p in synthetic_parents(name)]
+        rows.append(torch.cat([torch.stack(parents), ex["images"][c * 20 : c * 20 + 6].float() / 255]))
+    show_images(torch.cat(rows), nrow=8, figsize=(8, 6.4),
+                title="4 training alphabets: two parents (left), six drawings of their generated child")  # fmt: skip
+    plt.savefig(args.out, dpi=90, bbox_inches="tight")
+    print(args.out)
+
+
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description="ProtoNet on 1, 2 or 4 training alphabets, with and without generated classes.")
     sub = p.add_subparsers(dest="stage", required=True)
@@ -212,6 +235,9 @@ def main(argv=None):
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--json", default=None)
     r.add_argument("--examples", default=None, help="save 8 generated classes and their parents here (torch file)")
+    f = sub.add_parser("figure", help="draw the examples saved by protonet --examples")
+    f.add_argument("--examples", required=True)
+    f.add_argument("--out", required=True)
     t = sub.add_parser("table", help="paired table of the runs in a folder")
     t.add_argument("--runs", default="docs/runs/taskgen")
     t.add_argument("--json", default=None)
@@ -234,7 +260,7 @@ def main(argv=None):
             bad_argument(PROG, "--ratio", args.ratio, "a number above 0")
         if args.statistician and not os.path.exists(args.statistician):
             fail(PROG, f"--statistician {args.statistician}: no such file (train it with the statistician stage)")
-    return {"statistician": train_statistician, "protonet": train_protonet, "table": table}[args.stage](args)
+    return {"statistician": train_statistician, "protonet": train_protonet, "table": table, "figure": figure}[args.stage](args)
 
 
 if __name__ == "__main__":
