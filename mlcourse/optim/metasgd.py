@@ -114,3 +114,52 @@ def learning_rate_summary(model: MetaSGD) -> list[dict]:
             "negative": (lr < 0).float().mean().item(),
         })  # fmt: skip
     return rows
+
+
+def conv4_parameter_label(name: str) -> str:
+    """A short label for a Conv-4 parameter name: ``backbone.encoder.2.1.weight`` -> ``block 3 bn weight``.
+
+    Names outside the backbone's blocks (``head.weight``) are returned as they are.
+    """
+    parts = name.split(".")
+    if len(parts) == 5 and parts[:2] == ["backbone", "encoder"] and parts[2].isdigit() and parts[3] in ("0", "1"):
+        return f"block {int(parts[2]) + 1} {'conv' if parts[3] == '0' else 'bn'} {parts[4]}"
+    return name
+
+
+def plot_learning_rates(model: MetaSGD, initial: float | None = None, axes=None):
+    """Two panels of a Meta-SGD model's learned rates: per tensor mean ± std over min..max bars,
+    and the distribution of the conv and head weights' rates. ``initial`` draws a dotted line
+    at the rates' starting value. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    rows = learning_rate_summary(model)  # raises for a model that is not Meta-SGD
+    rates = {n: a.detach().float().cpu() for n, a in model.inner_lr_for(True).items()}
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.1, 1]})
+    else:
+        if len(axes) != 2:
+            raise ValueError(f"axes must hold 2 panels, got {len(axes)}")
+        fig = axes[0].figure
+    ax = axes[0]
+    y = list(range(len(rows)))
+    ax.barh(y, [r["max"] - r["min"] for r in rows], left=[r["min"] for r in rows], color="lightgrey", height=0.8)
+    ax.errorbar([r["mean"] for r in rows], y, xerr=[r["std"] for r in rows], fmt="o", color="tab:blue", ms=4, capsize=3)
+    ax.set_yticks(y, [conv4_parameter_label(r["name"]) for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("learned learning rate α")
+    ax.set_title("per parameter tensor: mean ± std (grey: min to max)")
+    ax = axes[1]
+    blocks = sorted({int(n.split(".")[2]) for n in rates if n.startswith("backbone.encoder.") and n.endswith(".0.weight")})
+    groups = {f"block {i + 1} conv weights": f"backbone.encoder.{i}.0.weight" for i in blocks}
+    groups |= {"head weights": "head.weight"} if "head.weight" in rates else {}
+    for label, name in groups.items():
+        ax.hist(rates[name].flatten().numpy(), bins=25, histtype="step", lw=1.5, density=True, label=label)
+    ax.set_xlabel("learned learning rate α")
+    ax.set_ylabel("density")
+    ax.set_title("distribution of the rates")
+    ax.legend(fontsize=8)
+    if initial is not None:
+        for ax in axes:
+            ax.axvline(initial, color="k", ls=":", lw=1)
+    return fig
