@@ -37,6 +37,7 @@ from __future__ import annotations
 import time
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -267,3 +268,52 @@ class Reptile(FewShotClassifier):
         history = train_loop(step, steps, time_budget=time_budget, history=history, desc="meta-train Reptile", progress=progress)
         self.eval()
         return history
+
+
+@dataclass
+class FitLog:
+    """What :func:`meta_train_logging_fit` records: one loss per task seen, and the time taken."""
+
+    task_losses: list[float]  # loss of each task's φ̃ on the task's own images, in the order seen
+    seconds: float
+
+
+def meta_train_logging_fit(model: Reptile, episodes: Sequence, updates: int, step_size: float, *,
+                           seed: int = 0, device: torch.device | str | None = None) -> FitLog:
+    """``updates`` Reptile updates of ``model.meta_batch`` tasks each, logging how well each task is fit.
+
+    Update ``i`` trains on episodes ``i * meta_batch`` to ``(i + 1) * meta_batch - 1`` (support
+    and query images together), with the outer step size ε annealed linearly from
+    ``step_size`` to 0, as in the paper. After each update it records the loss of every task's
+    fine-tuned weights φ̃ on that task's own images: a meta-learned initialisation fits a new
+    task in ``inner_steps`` steps better, so this loss falls as meta-training goes on. Giving
+    serial (``meta_batch=1``) and batched Reptile the same episode stream makes them see the
+    same tasks in the same order. The inner loops' minibatches come from ``seed``; the model is
+    left in eval mode.
+    """
+    if not isinstance(model, Reptile):
+        raise TypeError(f"model must be a Reptile, got {type(model).__name__}")
+    if isinstance(updates, bool) or not isinstance(updates, int) or updates < 1:
+        raise ValueError(f"updates must be a positive integer, got {updates!r}")
+    if not step_size > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size!r}")
+    needed = updates * model.meta_batch
+    if len(episodes) < needed:
+        raise ValueError(f"{updates} updates of {model.meta_batch} tasks need {needed} episodes, got {len(episodes)}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    task_losses: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    for i in range(updates):
+        eps = step_size * (1 - i / updates)  # annealed linearly to 0
+        tasks = []
+        for t in range(model.meta_batch):
+            ep = episodes[i * model.meta_batch + t].to(device)
+            tasks.append((torch.cat([ep.support_x, ep.query_x]), torch.cat([ep.support_y, ep.query_y])))
+        adapted = model.outer_step(tasks, eps, generator)  # returns the φ̃ of every task
+        with torch.no_grad():
+            for (x, y), phi in zip(tasks, adapted):
+                task_losses.append(F.cross_entropy(torch.func.functional_call(model.net, phi, (x,)), y).item())
+    model.eval()
+    return FitLog(task_losses, time.perf_counter() - start)
