@@ -120,3 +120,25 @@ def test_wgan_gp_critic_learns_to_separate_real_from_fake():
         fake = run.generator(torch.randn(500, 2, generator=torch.Generator().manual_seed(4)))
         estimate = (run.critic(real).mean() - run.critic(fake).mean()).item()
     assert estimate > 0
+
+
+def test_plots_draw_every_snapshot_and_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlcourse.generative.toy import plot_coverage_over_training
+
+    runs = {"a": train_toy_gan(gan_critic_loss, g_loss_nonsaturating, 6, n_snapshots=3, n_samples=80),
+            "b": train_toy_gan(gan_critic_loss, g_loss_nonsaturating, 4, n_snapshots=2, n_samples=80, seed=1)}
+    fig = plot_toy_snapshots(runs["a"].snapshots, "a")
+    assert len(fig.axes) == 3 and fig.axes[0].get_title().startswith("step 2:")
+    plt.close(fig)
+    fig = plot_coverage_over_training(runs)
+    assert len(fig.axes) == 3
+    assert len(fig.axes[2].patches) == 2 * 8  # one bar per mode and run
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == 3
+    plt.close(fig)
+    with pytest.raises(ValueError, match="snapshot"):
+        plot_coverage_over_training({})

@@ -219,3 +219,34 @@ def plot_toy_snapshots(snapshots: list[ToySnapshot], title: str, ring: Ring | No
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_coverage_over_training(runs: dict[str, ToyGanRun], ring: Ring | None = None):
+    """Three panels comparing runs: modes covered and good samples (%) at each snapshot, and the
+    good samples per mode at the last one (with the quarter-of-a-fair-share line). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if not runs or any(not run.snapshots for run in runs.values()):
+        raise ValueError("every run needs at least one snapshot")
+    ring = Ring() if ring is None else ring
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3))
+    width = 0.8 / len(runs)
+    for j, (name, run) in enumerate(runs.items()):
+        steps = [s.step for s in run.snapshots]
+        axes[0].plot(steps, [s.coverage.covered for s in run.snapshots], marker="o", label=name)
+        axes[1].plot(steps, [100 * s.coverage.good_fraction for s in run.snapshots], marker="o", label=name)
+        offset = width * j - 0.4 + width / 2
+        axes[2].bar(torch.arange(ring.modes) + offset, run.snapshots[-1].coverage.per_mode.numpy(), width=width, label=name)
+    axes[0].set_ylabel(f"modes covered (of {ring.modes})")
+    axes[0].set_ylim(-0.3, ring.modes + 0.3)
+    axes[1].set_ylabel("good samples (%)")
+    for ax in axes[:2]:
+        ax.set_xlabel("generator step")
+    n_samples = len(next(iter(runs.values())).snapshots[-1].samples)
+    axes[2].axhline(n_samples / ring.modes / 4, color="gray", ls="--", lw=1, label="quarter of a fair share")
+    axes[2].set_xlabel("mode")
+    axes[2].set_ylabel("good samples at the end")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
