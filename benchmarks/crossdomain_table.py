@@ -76,6 +76,8 @@ FIGR_OMNI = ["reptile-gan", "--train-data", "omniglot", "--checkpoint", "runs/xd
 
 #: name -> (tool, arguments); the JSON is docs/runs/crossdomain/NAME.json
 RUNS: dict[str, tuple[str, list[str]]] = {
+    # the glyph ProtoNet on its own glyph test episodes (the run that trained it): is it a trained model?
+    "protonet-glyphs-test": ("bench", ["protonet", "--data", "glyphs", "--checkpoint", "runs/ckpt/protonet-glyphs-1shot.pt"]),
     # glyphs -> Omniglot, classification (600 test episodes of Japanese (katakana), Sanskrit, Tagalog)
     "protonet-omniglot-test": ("bench", [*PROTO_OMNI, "--data", "omniglot"]),
     "protonet-glyphs-omniglot-val": ("bench", [*PROTO_GLYPHS, "--data", "omniglot", "--split", "val", "--episodes", "200"]),
@@ -202,11 +204,11 @@ def classification_rows(folder: Path = OUT) -> list[str]:
         r = load(name, folder)
         if tool != "bench" or r is None:
             continue
-        steps = r["checkpoint_train_seconds"]
+        steps = r.get("checkpoint_train_seconds") or r.get("meta_train_seconds")
         adapt = f"{r['test_inner_steps']} steps" if r.get("test_inner_steps") is not None else ""
         adapt += (" / " if adapt else "") + (f"AdaBN {r['target_bn']} episodes" if r.get("target_bn") else "–")
         train = f"{r['meta_train_steps']:,} steps, {steps:.0f} s" if steps else (f"{r['meta_train_steps']:,} steps" if r["meta_train_steps"] else "none")
-        lines.append(f"| {name} | {r['train_data']} | {r['data']} | {r['split']} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
+        lines.append(f"| {name} | {r.get('train_data', r['data'])} | {r['data']} | {r['split']} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
                      f"{adapt} | {train} | {_load(r)} |")  # fmt: skip
     lines += ["", "| paired difference (A − B, same episodes) | A | B | A − B (points, 95% CI) | A higher / lower / tied | p |",
               "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
