@@ -7,11 +7,15 @@ Usage (the committed runs; one process, one thread each)::
         --json-prefix docs/runs/metagan/select-w0.1
     python benchmarks/metagan_table.py run --arm metagan --gan-weight 1.0 --time-budget 120 --split val --ways 5 \\
         --json-prefix docs/runs/metagan/select-w1.0
-    # the two arms, scored once on the test alphabets at 5-way and 20-way 1-shot
+    # W: the weight with the higher 5-way validation accuracy (rule fixed before the runs): 0.1
+    # the two arms side by side, scored once on the test alphabets at 5-way and 20-way 1-shot
     python benchmarks/metagan_table.py run --arm plain --time-budget 270 --split test --ways 5 20 --json-prefix docs/runs/metagan/plain
     python benchmarks/metagan_table.py run --arm metagan --gan-weight W --time-budget 270 --split test --ways 5 20 \\
         --json-prefix docs/runs/metagan/metagan
-    python benchmarks/metagan_table.py table --runs docs/runs/metagan
+    # and MetaGAN given the plain arm's number of steps (its steps cost about 3x): equal steps, not equal time
+    python benchmarks/metagan_table.py run --arm metagan --gan-weight W --steps 604 --split test --ways 5 20 \\
+        --json-prefix docs/runs/metagan/metagan-equalsteps
+    python benchmarks/metagan_table.py table --runs docs/runs/metagan --json docs/runs/metagan/table.json
 
 Both arms use the bench's ProtoNet settings (``METHODS["protonet"]``: 20-way 1-shot 2-query
 training episodes on the 4 training alphabets with rotations, Adam 4e-3 halved at each quarter
