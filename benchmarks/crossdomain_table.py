@@ -137,6 +137,7 @@ PAIRS = [
     ("Omniglot→digits, MAML (10 steps) − pixel 1-NN", "maml-omniglot-digits-test", "pixel-nn-digits-test", "accuracy"),
     ("Omniglot→digits, MAML: 30 test steps − 10 on validation", "maml-omniglot-digits-val-steps30", "maml-omniglot-digits-val-steps10", "accuracy"),
     ("Omniglot→digits, MAML: 30 test steps − 10 on test", "maml-omniglot-digits-test-steps30", "maml-omniglot-digits-test", "accuracy"),
+    ("Omniglot→digits, MAML (30 steps) − pixel 1-NN", "maml-omniglot-digits-test-steps30", "pixel-nn-digits-test", "accuracy"),
 ]
 GEN_PAIRS = [
     ("glyphs→Omniglot, Statistician: the drop (glyph-trained − Omniglot-trained)", "statistician-glyphs-omniglot-test",
@@ -149,12 +150,14 @@ GEN_PAIRS = [
      "statistician-glyphs-omniglot-test"),
     ("glyphs→Omniglot, Statistician: the gap left after 1,000 target steps", "statistician-glyphs-omniglot-test-target1000",
      "statistician-omniglot-test"),
+    ("glyphs→Omniglot, Statistician + 1,000 target steps − the committed 35,502-step Omniglot one",
+     "statistician-glyphs-omniglot-test-target1000", "../genbench/omniglot/statistician-omniglot-test"),
     ("Omniglot→digits, Statistician − jittered copy", "statistician-omniglot-digits-test", "jitter-digits-test"),
 
     ("Omniglot→digits, FIGR (300 adaptation steps) − jittered copy", "reptile-gan-omniglot-digits-test", "jitter-digits-test"),
     ("Omniglot→digits, FIGR: 300 adaptation steps − none", "reptile-gan-omniglot-digits-test", "reptile-gan-omniglot-digits-test-adapt0"),
 ]  # fmt: skip
-GEN_SCORES = ("fd", "recognisability", "precision", "recall", "diversity")
+GEN_SCORES = ("fd", "recognisability", "precision", "recall", "diversity", "memorisation")
 
 
 def command(name: str) -> list[str]:

@@ -126,6 +126,7 @@ def run_bench(args):
     return bench.main(args + ["--threads", "1", "--json", "--quiet", "--episodes", "4"])
 
 
+@pytest.mark.slow  # meta-trains tiny models (about 10 s on an idle machine)
 def test_bench_cross_domain_reuses_the_source_checkpoint_and_meets_the_targets_episodes(sources, tmp_path, capsys):
     path = str(tmp_path / "protonet-glyphs.pt")
     source = run_bench(["protonet", "--data", "glyphs", "--checkpoint", path])
@@ -141,6 +142,7 @@ def test_bench_cross_domain_reuses_the_source_checkpoint_and_meets_the_targets_e
     assert same["from_checkpoint"] and same["episode_accuracies"] == source["episode_accuracies"]
 
 
+@pytest.mark.slow  # meta-trains tiny models (about 10 s on an idle machine)
 def test_target_bn_recomputes_batchnorm_on_the_target_and_leaves_the_weights(sources, tmp_path, monkeypatch, capsys):
     from mlcourse.fewshot import FewShotClassifier
 
@@ -195,6 +197,7 @@ def run_gen(args):
     return genbench.main(args + ["--threads", "1", "--json", "--quiet", "--characters", "5", "--samples", "4", "--ways", "3"])
 
 
+@pytest.mark.slow  # meta-trains tiny models (about 10 s on an idle machine)
 def test_genbench_cross_domain_scores_the_targets_characters(sources, tmp_path, capsys):
     path = str(tmp_path / "statistician-glyphs.pt")
     source = run_gen(["statistician", "--data", "glyphs", "--checkpoint", path, "--nll-shots", "0,1"])
