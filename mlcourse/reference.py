@@ -295,7 +295,8 @@ def _current_data() -> str:
 def describe(name: str, data: str | None = None, path=None) -> str:
     """One paragraph of provenance: how the reference was made, for a chapter to print
     (``data``: default, the data the chapters use now)."""
-    p = read(name, data or _current_data(), path)["reference"]["provenance"]
+    data = data or _current_data()
+    p = read(name, data, path)["reference"]["provenance"]
     score = p.get("score")
     return (
         f"reference {name} ({data}): `{p['command']}`; {p['steps']} steps in {p['seconds']:.0f} s on "

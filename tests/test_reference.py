@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -154,3 +155,32 @@ def test_only_bench_models_reuse_a_checkpoint(capsys, tmp_path):
     with pytest.raises(SystemExit):
         reference.main(["build", "maml", "--checkpoint", str(tmp_path / "missing.pt")])
     assert "an existing file" in capsys.readouterr().err
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_the_committed_glyph_references_match_the_code(name, glyphs):
+    """What a fresh clone has: every glyph reference in the package loads with today's code.
+    A change to a recipe, an architecture or the glyph renderer fails here until the file is remade."""
+    path = reference.path_for(name, "glyphs")
+    if not path.exists():
+        pytest.fail(f"{path} is missing: make it with `python -m mlcourse.reference build {name} --data glyphs`")
+    model = reference.load(name, "glyphs", device="cpu", splits=glyphs[RECIPES[name].kind == "bench"])
+    assert model.reference["steps"] > 0 and model.reference["seconds"] > 0
+
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter, name", [("02_prototypical_networks", "protonet"), ("04_maml", "maml"), ("08_vaes", "vae")])
+def test_a_chapter_uses_its_reference_model_when_asked(chapter, name, monkeypatch):
+    """A fresh clone's path: the glyphs, fast mode, MLCOURSE_REFERENCE=1. The chapter runs to the
+    end without an error and prints the reference model's provenance (the rest of chapter 08 then
+    works on the reference VAE)."""
+    from nbclient import NotebookClient
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    for key, value in (("MLCOURSE_REFERENCE", "1"), ("MLCOURSE_DATA", "glyphs"), ("MLCOURSE_FAST", "1")):
+        monkeypatch.setenv(key, value)
+    nb = nbformat.read(root / "chapters" / f"{chapter}.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root / "chapters")}}).execute()
+    printed = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert f"reference {name} (glyphs): `python -m mlcourse" in printed
