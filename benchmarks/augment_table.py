@@ -16,8 +16,19 @@ Two stages, each one command (run from the repository root, one thread):
         --select docs/runs/augment/select-protonet.json --out docs/runs/augment/test-maml.json
 
 Arms: ``none`` (the support set as it is), ``classical`` (affine jitter of each support image,
-:class:`~mlcourse.metagen.augment.AffineJitter`) and ``dagan`` (drawings of
-:class:`~mlcourse.metagen.dagan.DAGAN`). Every arm of a method and shot is scored on the same
+:class:`~mlcourse.metagen.augment.AffineJitter`), ``dagan`` (drawings of
+:class:`~mlcourse.metagen.dagan.DAGAN`) and ``statistician`` (sampling around the support set's
+context in the Neural Statistician's latent space, :class:`~mlcourse.metagen.augment.ContextSampler`;
+the statistician of ``--statistician``, trained on the training alphabets only:
+``python -m mlcourse.genbench statistician --data omniglot --steps 6000 --time-budget 0 --checkpoint PATH``).
+The statistician arm was added after the others and searched and scored on its own (``--arms none statistician``):
+
+    python benchmarks/augment_table.py select --methods protonet --arms none statistician --episodes 100 \
+        --out docs/runs/augment/select-protonet-statistician.json
+    python benchmarks/augment_table.py test --methods protonet --arms none statistician --episodes 600 \
+        --select docs/runs/augment/select-protonet-statistician.json --out docs/runs/augment/test-protonet-statistician.json
+    python benchmarks/augment_table.py test --methods maml --arms none statistician --episodes 100 --choices-of protonet \
+        --select docs/runs/augment/select-protonet-statistician.json --out docs/runs/augment/test-maml-statistician.json Every arm of a method and shot is scored on the same
 episodes (same seed, same fingerprint); each arm's difference to ``none`` is paired over those
 episodes (:func:`mlcourse.evaluate.compare`). The classifiers are the shared bench checkpoints
 (``runs/ckpt/<method>-omniglot-1shot.pt``), loaded through the bench's own checks so a stale
@@ -39,13 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlcourse import bench  # noqa: E402
 from mlcourse.cli import ArgumentParser, bad_argument, check_at_least, fail  # noqa: E402
 from mlcourse.evaluate import compare, evaluate  # noqa: E402
-from mlcourse.metagen.augment import AffineJitter, AugmentedPredictor  # noqa: E402
+from mlcourse.metagen.augment import AffineJitter, AugmentedPredictor, ContextSampler  # noqa: E402
 from mlcourse.metagen.dagan import DAGAN  # noqa: E402
 
 PROG = "benchmarks/augment_table.py"
 PER_IMAGE_GRID = (1, 4)  # generated drawings per support image, searched on validation
 STRENGTH_GRID = (0.5, 1.0)  # affine jitter strength (1 = 15 degrees, 15% scale and shear, 3 px)
-ARMS = ("none", "classical", "dagan")
+ARMS = ("none", "classical", "dagan", "statistician")
 
 
 def load_classifier(method: str, checkpoint: str):
@@ -72,10 +83,11 @@ def load_classifier(method: str, checkpoint: str):
     return predict, info
 
 
-def augmenter_for(arm: str, strength: float, dagan: DAGAN | None):
+def augmenter_for(arm: str, strength: float, dagan):
+    """``dagan``: the generator of the arm (the DAGAN, or the Neural Statistician's ContextSampler)."""
     if arm == "classical":
         return AffineJitter(strength)
-    if arm == "dagan":
+    if arm in ("dagan", "statistician"):
         return dagan
     raise ValueError(arm)
 
@@ -145,6 +157,8 @@ def main(argv=None) -> dict:
     p.add_argument("--episodes", type=int, default=None, help="episodes per arm (default: select 100, test 600)")
     p.add_argument("--eval-seed", type=int, default=None, help="episode seed (default: select 54321, test 12345 as the bench)")
     p.add_argument("--dagan", default="runs/aug/dagan.pt", help="the DAGAN checkpoint (python -m mlcourse.metagen.dagan)")
+    p.add_argument("--statistician", default="runs/xdomain/statistician-omniglot-6000.pt",
+                   help="the Neural Statistician checkpoint of the statistician arm (python -m mlcourse.genbench statistician --checkpoint)")
     p.add_argument("--checkpoints", default="runs/ckpt/{method}-omniglot-1shot.pt", help="the classifiers' bench checkpoints")
     p.add_argument("--select", default=None, help="test stage: the JSON of the select stage")
     p.add_argument("--choices-of", default=None,
@@ -184,6 +198,18 @@ def main(argv=None) -> dict:
             fail(PROG, f"--dagan {args.dagan}: no such checkpoint (train one: python -m mlcourse.metagen.dagan --out {args.dagan})")
         dagan = DAGAN.load(args.dagan)
         dagan_state = torch.load(args.dagan, map_location="cpu", weights_only=False)
+    if "statistician" in args.arms:
+        if "dagan" in args.arms:
+            fail(PROG, "--arms: dagan and statistician are scored in separate runs (each arm's generator is the one of its run)")
+        if not os.path.exists(args.statistician):
+            fail(PROG, f"--statistician {args.statistician}: no such checkpoint (train one: python -m mlcourse.genbench statistician "
+                       f"--data omniglot --steps 6000 --time-budget 0 --checkpoint {args.statistician})")  # fmt: skip
+        from mlcourse.metagen.common import FewShotGenerator
+
+        model = FewShotGenerator.load(args.statistician)
+        stat_state = torch.load(args.statistician, map_location="cpu", weights_only=False)
+        trained_on = stat_state.get("genbench", {}).get("train_alphabets")
+        dagan = ContextSampler(model, context="sample")
     from mlcourse.data.sources import meta_splits
 
     splits = meta_splits("omniglot")
@@ -194,8 +220,12 @@ def main(argv=None) -> dict:
         "stage": args.stage, "split": split, "eval_alphabets": sorted(set(dataset.class_groups)), "ways": 5, "queries": 15,
         "episodes": episodes, "eval_seed": seed, "choices_of": args.choices_of, "threads": torch.get_num_threads(), "device": "cpu",
         "hardware": "2 x86-64 cores shared with other jobs, no GPU", "load_average_start": os.getloadavg()[0],
-        "dagan": None if dagan is None else {"checkpoint": args.dagan, "config": dagan._config,
+        "dagan": None if "dagan" not in args.arms else {"checkpoint": args.dagan, "config": dagan._config,
                                              "train_steps": dagan_state.get("train_steps"), "train_seconds": dagan_state.get("train_seconds")},
+        "statistician": None if "statistician" not in args.arms else {
+            "checkpoint": args.statistician, "config": stat_state.get("config"), "train_alphabets": trained_on,
+            "train_steps": stat_state.get("meta_train_steps"), "train_seconds": stat_state.get("meta_train_seconds"),
+            "sampling": "one context c ~ q(c | support) per image, z ~ p(z | c), the decoder's mean image"},
         "grids": {"per_image": list(PER_IMAGE_GRID), "strength": list(STRENGTH_GRID)},
         "classifiers": {}, "runs": [], "comparisons": [], "chosen": dict(chosen),
     }  # fmt: skip

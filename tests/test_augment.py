@@ -236,3 +236,23 @@ def test_lowdata_rows_average_over_seeds_and_keep_every_seed():
     assert grid.shape == (8, 1, 4, 4) and grid[0].sum() == 0 and grid[1].sum() == 16
     with pytest.raises(ValueError, match="siblings"):
         augment_report.sibling_grid(torch.zeros(2, 1, 4, 4), torch.ones(3, 3, 1, 4, 4))
+
+
+def test_the_context_sampler_draws_around_the_support_set():
+    """The latent-space arm: an (untrained) Neural Statistician sampled around one class's context,
+    deterministic under a seed, a new context per image, labels kept by the augmentation loop."""
+    from mlcourse.metagen.augment import ContextSampler
+    from mlcourse.metagen.statistician import NeuralStatistician
+
+    torch.manual_seed(0)
+    sampler = ContextSampler(NeuralStatistician(size=28, width=8, hidden=32))
+    support = torch.rand(3, 1, 28, 28)
+    a, b = sampler.generate(support, 4, seed=1), sampler.generate(support, 4, seed=1)
+    assert a.shape == (4, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, sampler.generate(support, 4, seed=2))
+    x, y = augment_support(support, torch.tensor([0, 1, 1]), sampler, per_image=2, seed=0)
+    assert x.shape[0] == 9 and y.tolist() == [0, 1, 1, 0, 0, 1, 1, 1, 1]
+    with pytest.raises(TypeError, match="NeuralStatistician"):
+        ContextSampler(object())
+    with pytest.raises(ValueError, match="context must be"):
+        ContextSampler(sampler.model, context="prior")

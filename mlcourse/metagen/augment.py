@@ -61,6 +61,27 @@ class AffineJitter:
         return f"AffineJitter(strength={self.strength:g})"
 
 
+class ContextSampler:
+    """The latent-space arm: new drawings from a Neural Statistician (:mod:`.statistician`) by
+    *sampling around the support set's context*: one context ``c ~ q(c | support)`` per image
+    (``context="sample"``), then ``z ~ p(z | c)`` and the decoder's mean image. The support set
+    of one class goes in; nothing else does."""
+
+    def __init__(self, model, context: str = "sample"):
+        if not hasattr(model, "generate") or not hasattr(model, "context"):
+            raise TypeError(f"model must be a NeuralStatistician (generate and context), got {type(model).__name__}")
+        if context not in ("sample", "mean"):
+            raise ValueError(f"context must be 'sample' or 'mean', got {context!r}")
+        self.model, self.context = model, context
+
+    @torch.no_grad()
+    def generate(self, support: torch.Tensor, n: int, *, seed: int = 0) -> torch.Tensor:
+        return self.model.generate(support, n, seed=seed, mode="mean", context=self.context)
+
+    def __repr__(self) -> str:
+        return f"ContextSampler({type(self.model).__name__}, context={self.context!r})"
+
+
 def _check_per_image(per_image) -> None:
     if not isinstance(per_image, int) or isinstance(per_image, bool) or per_image < 0:
         raise ValueError(f"per_image must be an int >= 0 (generated images per support image), got {per_image!r}")
