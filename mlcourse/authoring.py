@@ -306,9 +306,61 @@ def generate_exercises(root: Path = ROOT, check: bool = False) -> list[str]:
     return stale
 
 
+# How long one wait for a cell's reply lasts before it is asked again (see patient_client_class).
+REPLY_POLL_SECONDS = 1.0
+
+
+def patient_client_class(base=None):
+    """nbclient's ``NotebookClient`` (or ``base``, a subclass of it) that waits for each cell's
+    reply in one-second slices up to the cell's time limit.
+
+    nbclient waits for a cell's ``execute_reply`` with one asyncio poll of the shell socket for
+    the whole time limit. When the cell also sends widget messages (``interact``, a panel), that
+    poll can miss the socket's wake-up, and the run then sits idle until the time limit, although
+    the reply has arrived (jupyter/nbclient#312; seen here on chapter 04's slider: the kernel idle,
+    the reply waiting, until another request woke the socket). A fresh poll checks the socket's
+    state first, so asking again every second costs nothing and loses at most a second.
+    """
+    from nbclient import NotebookClient
+
+    base = base or NotebookClient
+
+    class PatientNotebookClient(base):
+        async def async_start_new_kernel_client(self):
+            kc = await super().async_start_new_kernel_client()
+            kc.shell_channel.get_msg = in_slices(kc.shell_channel.get_msg)
+            return kc
+
+    return PatientNotebookClient
+
+
+def in_slices(get_msg):
+    """``get_msg(timeout=T)`` (an async channel's) asked again every :data:`REPLY_POLL_SECONDS`
+    until a message comes or ``T`` seconds have passed (then ``queue.Empty``, as before)."""
+    from queue import Empty
+    from time import monotonic
+
+    async def patient_get_msg(timeout=None):
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - monotonic())
+            try:
+                return await get_msg(timeout=REPLY_POLL_SECONDS if left is None else min(REPLY_POLL_SECONDS, left))
+            except Empty:
+                if deadline is not None and monotonic() >= deadline:
+                    raise
+
+    return patient_get_msg
+
+
+def notebook_client(nb, **kwargs):
+    """A :func:`patient_client_class` client for ``nb`` (keyword arguments as nbclient's)."""
+    return patient_client_class()(nb, **kwargs)
+
+
 def execute(paths: list[Path], out: Path | None, timeout: int = 1800, allow_errors: bool = False) -> list[tuple[str, float]]:
     """Run notebooks top to bottom with the current Python's kernel; return (name, seconds)."""
-    from nbclient import NotebookClient
+    NotebookClient = patient_client_class()
 
     times = []
     for path in paths:

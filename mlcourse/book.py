@@ -215,7 +215,9 @@ def execute_chapter(source: Path, target: Path, key: dict, timeout: int) -> floa
                 return None
         except Exception:  # noqa: BLE001 - an unreadable leftover of an interrupted run: execute again
             pass
-    from nbclient import NotebookClient
+    from .authoring import patient_client_class
+
+    NotebookClient = patient_client_class()  # waits for a widget cell's reply in slices (nbclient#312)
 
     nb = nbformat.read(source, as_version=4)
     start = time.perf_counter()

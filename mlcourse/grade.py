@@ -262,9 +262,9 @@ def _client_class():
     """
     import asyncio
 
-    from nbclient import NotebookClient
+    from .authoring import patient_client_class
 
-    class Client(NotebookClient):
+    class Client(patient_client_class()):  # also waits for a reply in slices (nbclient#312)
         def readers(self) -> set:
             return self.__dict__.setdefault("_output_readers", set())
 

@@ -125,10 +125,8 @@ def test_stale_or_missing_nbgrader_metadata_is_caught(tmp_path):
 
 
 def _run(path):
-    from nbclient import NotebookClient
-
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+    authoring.notebook_client(nb, timeout=300, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb
 
@@ -153,3 +151,41 @@ def test_chapter_title_is_one_clean_heading(path):
     first = json.loads(path.read_text())["cells"][0]
     line = "".join(first["source"]).splitlines()[0]
     assert first["cell_type"] == "markdown" and re.fullmatch(r"# \d\d[a-z]? · [^#].*", line), line
+
+
+def test_a_reply_is_awaited_in_slices_up_to_the_cell_limit(monkeypatch):
+    """The workaround for jupyter/nbclient#312: a missed wake-up costs one slice, not the cell's limit."""
+    import asyncio
+    import time
+    from queue import Empty
+
+    monkeypatch.setattr(authoring, "REPLY_POLL_SECONDS", 0.05)
+    calls = []
+
+    async def late(timeout=None):  # the reply is there from the third look on
+        calls.append(timeout)
+        if len(calls) < 3:
+            await asyncio.sleep(timeout)
+            raise Empty
+        return {"msg": "reply"}
+
+    assert asyncio.run(authoring.in_slices(late)(timeout=10)) == {"msg": "reply"}
+    assert len(calls) == 3 and all(t <= 0.05 for t in calls)
+
+    async def never(timeout=None):
+        await asyncio.sleep(timeout)
+        raise Empty
+
+    start = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(authoring.in_slices(never)(timeout=0.2))
+    assert 0.2 <= time.monotonic() - start < 1.0
+
+
+def test_a_widget_cell_runs_to_the_end_with_the_patient_client():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import ipywidgets as w\nw.interact(lambda x=1: print(x), x=w.IntSlider(1, 0, 3));"),
+        nbformat.v4.new_code_cell("print('after')"),
+    ])  # fmt: skip
+    authoring.notebook_client(nb, timeout=120, kernel_name="python3").execute()
+    assert "after" in nb.cells[1].outputs[0]["text"]

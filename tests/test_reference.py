@@ -174,13 +174,14 @@ def test_a_chapter_uses_its_reference_model_when_asked(chapter, name, monkeypatc
     """A fresh clone's path: the glyphs, fast mode, MLCOURSE_REFERENCE=1. The chapter runs to the
     end without an error and prints the reference model's provenance (the rest of chapter 08 then
     works on the reference VAE)."""
-    from nbclient import NotebookClient
     import nbformat
+
+    from mlcourse.authoring import notebook_client
 
     root = Path(__file__).resolve().parents[1]
     for key, value in (("MLCOURSE_REFERENCE", "1"), ("MLCOURSE_DATA", "glyphs"), ("MLCOURSE_FAST", "1")):
         monkeypatch.setenv(key, value)
     nb = nbformat.read(root / "chapters" / f"{chapter}.ipynb", as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root / "chapters")}}).execute()
+    notebook_client(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root / "chapters")}}).execute()
     printed = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert f"reference {name} (glyphs): `python -m mlcourse" in printed
