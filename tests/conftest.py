@@ -56,3 +56,15 @@ def toy():
 def _private_cache(tmp_path_factory, monkeypatch):
     cache = os.environ.get("MLCOURSE_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "mlcourse-cache")
     monkeypatch.setenv("MLCOURSE_CACHE", cache)
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
