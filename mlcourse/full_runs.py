@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = ["FULL_RUNS", "TIMES", "load", "timing", "describe_run", "show", "harv
 
 FULL_RUNS = repo_root() / "docs" / "full-runs"
 TIMES = repo_root() / "docs" / "runs" / "chapter-times"
+PROGRESS = re.compile(r"\d+%\|.*\|")  # a progress bar's line
 TEXT_LIMIT = 4000  # characters of a cell's printed text kept (the start and the end)
 
 
@@ -100,6 +102,22 @@ def show(chapter: str, label: str, display: bool = True) -> dict:
     return cell
 
 
+def _small_png(data: bytes) -> bytes:
+    """The picture with at most 256 colours (matplotlib figures lose nothing visible; a third of the bytes)."""
+    try:
+        import io
+
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
+        return data
+    image = Image.open(io.BytesIO(data))
+    if image.mode == "P":
+        return data
+    small = io.BytesIO()
+    image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(small, format="PNG", optimize=True)
+    return small.getvalue() if small.tell() < len(data) else data
+
+
 def _cell_text(cell) -> str:
     parts = []
     for out in cell.get("outputs", []):
@@ -114,6 +132,7 @@ def _cell_text(cell) -> str:
     text = "".join(parts)
     # progress bars write carriage returns: keep the last state of each line
     text = "\n".join(line.split("\r")[-1] for line in text.split("\n"))
+    text = "\n".join(line for line in text.split("\n") if not PROGRESS.search(line))
     if len(text) > TEXT_LIMIT:
         half = TEXT_LIMIT // 2
         text = text[:half] + "\n[...]\n" + text[-half:]
@@ -152,7 +171,7 @@ def harvest(executed: Path, labels: dict[str, str], out: Path = FULL_RUNS, times
             png = out_.get("data", {}).get("image/png") if out_.get("output_type") in ("display_data", "execute_result") else None
             if png:
                 name = f"{label}-{len(images)}.png"
-                (target / name).write_bytes(base64.b64decode(png))
+                (target / name).write_bytes(_small_png(base64.b64decode(png)))
                 images.append(name)
         kept["cells"][label] = {"cell_id": cell_id, "index": index,
                                 "first_line": next((l for l in cell.source.splitlines() if l.strip()), "")[:100],
