@@ -167,9 +167,26 @@ def run_one(path: Path, mode: str, threads: int, out_dir: Path, keep: Path | Non
     return record
 
 
+def table(out_dir: Path, mode: str) -> str:
+    """The markdown table of every timed chapter in ``out_dir`` (what docs/results.md shows)."""
+    rows = ["| chapter | wall | kernel CPU | slowest cell | load average (min–max) | threads | commit | complete |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in sorted(out_dir.glob(f"*-{mode}.json")):
+        r = json.loads(path.read_text())
+        slow = max(r["cells"], key=lambda c: c["seconds"]) if r["cells"] else None
+        minutes, sec = divmod(int(round(r.get("wall_seconds", 0))), 60)
+        load = r.get("load_average") or {}
+        rows.append(f"| `{Path(r['notebook']).stem}` | {minutes} min {sec:02d} s | {r.get('cpu_seconds')} s | "
+                    + (f"{slow['seconds']:.0f} s (`{slow['first_line'][:40]}`)" if slow else "–")
+                    + f" | {load.get('mean')} ({load.get('min')}–{load.get('max')}) | {r['threads']} | {r['commit']} | "
+                    f"{'yes' if r.get('complete') else 'NO'} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="+", type=Path, help="chapter notebooks to time, one after another")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="chapter notebooks to time, one after another")
+    parser.add_argument("--table", action="store_true", help="print the table of the timed chapters in --out-dir and stop")
     parser.add_argument("--mode", default="full", help="full (the default mode) or fast (MLCOURSE_FAST=1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the kernel (default 1)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "runs" / "chapter-times")
@@ -178,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mode not in ("full", "fast"):
         bad_argument(PROG, "--mode", args.mode, "full or fast")
+    if args.table:
+        print(table(args.out_dir, args.mode))
+        return 0
+    if not args.notebooks:
+        bad_argument(PROG, "notebooks", "(none)", "one or more chapter notebooks (.ipynb), or --table")
     check_at_least(PROG, "--threads", args.threads, 1)
     check_at_least(PROG, "--timeout", args.timeout, 1)
     threads, timeout = args.threads, args.timeout
