@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .config import repo_root
 
-__all__ = ["FULL_RUNS", "TIMES", "load", "timing", "describe_run", "show", "harvest", "chapter_time_sentence"]
+__all__ = ["FULL_RUNS", "TIMES", "load", "timing", "chapter_times", "print_chapter_times", "describe_run", "show", "harvest", "chapter_time_sentence"]
 
 FULL_RUNS = repo_root() / "docs" / "full-runs"
 TIMES = repo_root() / "docs" / "runs" / "chapter-times"
@@ -66,6 +66,30 @@ def describe_run(record: dict) -> str:
 def chapter_time_sentence(chapter: str) -> str:
     """What a chapter states about its full-mode time (the test compares the chapter's text with it)."""
     return f"{_minutes(timing(chapter)['wall_seconds'])}"
+
+
+def chapter_times(mode: str = "full") -> list[dict]:
+    """Every timed chapter: ``chapter``, ``wall_seconds``, ``cpu_seconds``, ``load``, ``threads``, ``complete``."""
+    rows = []
+    for path in sorted(TIMES.glob(f"*-{mode}.json")):
+        r = json.loads(path.read_text())
+        rows.append({"chapter": path.stem[: -len(mode) - 1], "wall_seconds": r["wall_seconds"], "cpu_seconds": r.get("cpu_seconds"),
+                     "load": (r.get("load_average") or {}).get("mean"), "threads": r["threads"], "complete": r["complete"],
+                     "hardware": r["hardware"], "date": r["started"][:10]})
+    return rows
+
+
+def print_chapter_times(mode: str = "full") -> list[dict]:
+    """Print :func:`chapter_times` as a table a learner can plan with."""
+    rows = chapter_times(mode)
+    print(f"{'chapter':28s} {mode + ' mode':>14s} {'CPU':>8s} {'load':>5s}")
+    for r in rows:
+        cpu = f"{r['cpu_seconds']:.0f} s" if r["cpu_seconds"] is not None else "?"
+        note = "" if r["complete"] else "  (incomplete run)"
+        print(f"{r['chapter']:28s} {_minutes(r['wall_seconds']):>14s} {cpu:>8s} {r['load'] or 0:5.1f}{note}")
+    if rows:
+        print(f"measured with python benchmarks/chapter_times.py, one torch thread, on {rows[0]['hardware']}, no GPU")
+    return rows
 
 
 def load(chapter: str) -> dict:
