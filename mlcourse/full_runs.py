@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .config import repo_root
 
-__all__ = ["FULL_RUNS", "TIMES", "load", "timing", "chapter_times", "print_chapter_times", "describe_run", "show", "harvest", "chapter_time_sentence"]
+__all__ = ["FULL_RUNS", "TIMES", "load", "timing", "chapter_times", "print_chapter_times", "describe_run", "show", "harvest", "chapter_time_sentence", "annotate", "time_paragraph"]
 
 FULL_RUNS = repo_root() / "docs" / "full-runs"
 TIMES = repo_root() / "docs" / "runs" / "chapter-times"
@@ -204,12 +204,80 @@ def harvest(executed: Path, labels: dict[str, str], out: Path = FULL_RUNS, times
     return path
 
 
+TIME_HEADING = "**How long it takes.**"
+
+
+def time_paragraph(chapter: str) -> str:
+    """The paragraph under a chapter's objectives that states its measured full-mode time."""
+    r = timing(chapter)
+    hardware = r["hardware"]
+    cpu = hardware.split("cores (", 1)[1].rsplit("), ", 1)[0] if "cores (" in hardware else hardware
+    memory = hardware.rsplit(", ", 1)[1] if ", " in hardware else ""
+    longest = max((c["seconds"] for c in r["cells"]), default=0.0)
+    text = (f"{TIME_HEADING} Fast mode (`MLCOURSE_FAST=1`): about a minute. "
+            f"Full mode: **{chapter_time_sentence(chapter)}** wall on 2 CPU cores ({cpu}, {memory}, no GPU), "
+            f"one torch thread, load average {(r.get('load_average') or {}).get('mean')} (another job ran on the other core), "
+            f"on the Omniglot subsets, {r['started'][:10]}: `python benchmarks/chapter_times.py chapters/{chapter}.ipynb` "
+            f"(every cell's time is in `docs/runs/chapter-times/{chapter}-full.json`; the longest cell took {_minutes(longest)} of it).")
+    if (FULL_RUNS / f"{chapter}.json").is_file():
+        text += (" Under each experiment, a cell shows what that full run printed and drew (`mlcourse.full_runs`): "
+                 "compare your run with it without the wait.")
+    return text
+
+
+def show_source(chapter: str, label: str) -> str:
+    return f'full_runs.show("{chapter}", "{label}")  # what the full run (MLCOURSE_FAST=0) printed and drew here'
+
+
+def annotate(path: Path) -> bool:
+    """Write (or refresh) a chapter's time paragraph and a :func:`show` cell under each kept experiment.
+
+    The paragraph goes right under the first cell (the objectives); each show cell right under the
+    cell whose output it keeps (found by cell id); ``full_runs`` is imported in the first code
+    cell. Running it twice changes nothing. Returns whether the notebook changed.
+    """
+    import nbformat
+
+    path = Path(path)
+    chapter = path.stem
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    paragraph = time_paragraph(chapter)
+    heading = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(TIME_HEADING)]
+    if heading:
+        heading[0].source = paragraph
+    else:
+        nb.cells.insert(1, nbformat.v4.new_markdown_cell(paragraph))
+    kept = load(chapter) if (FULL_RUNS / f"{chapter}.json").is_file() else {"cells": {}}
+    present = {c.source for c in nb.cells if c.cell_type == "code"}
+    for label, cell in kept["cells"].items():
+        code = show_source(chapter, label)
+        if code in present:
+            continue
+        where = [i for i, c in enumerate(nb.cells) if c.get("id") == cell["cell_id"]]
+        if not where:
+            raise KeyError(f"{path}: no cell with id {cell['cell_id']!r} for the kept output {label!r}")
+        nb.cells.insert(where[0] + 1, nbformat.v4.new_code_cell(code))
+    first = next((c for c in nb.cells if c.cell_type == "code"), None)
+    if kept["cells"] and first is not None and "full_runs" not in first.source:
+        if "from mlcourse import config\n" in first.source:
+            first.source = first.source.replace("from mlcourse import config\n", "from mlcourse import config, full_runs\n", 1)
+        else:
+            first.source = "from mlcourse import full_runs\n" + first.source
+    if nbformat.writes(nb) == before:
+        return False
+    nbformat.write(nb, path)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from .cli import ArgumentParser, bad_argument
 
     parser = ArgumentParser(prog="python -m mlcourse.full_runs", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="command", help="list or harvest")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command", help="list, harvest or annotate")
     sub.add_parser("list", help="every kept full-run output, with its run")
+    an = sub.add_parser("annotate", help="write a chapter's time paragraph and its show cells from the kept run")
+    an.add_argument("chapters", nargs="+", type=Path, help="chapter notebooks (chapters/NN_name.ipynb)")
     hv = sub.add_parser("harvest", help="keep the outputs of labelled cells of an executed chapter")
     hv.add_argument("executed", type=Path, help="the executed notebook (benchmarks/chapter_times.py --keep DIR)")
     hv.add_argument("labels", nargs="+", help="LABEL=CELL_ID, one per kept cell")
@@ -220,6 +288,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.stem}: {describe_run(kept['run'])}")
             for label, cell in kept["cells"].items():
                 print(f"  {label}: cell {cell['index']} ({cell['first_line']}), {len(cell['images'])} picture(s), {cell['seconds']} s")
+        return 0
+    if args.command == "annotate":
+        for chapter in args.chapters:
+            if not chapter.is_file() or chapter.suffix != ".ipynb":
+                bad_argument(parser, "chapter", chapter, "an existing chapter notebook (.ipynb)")
+            try:
+                changed = annotate(chapter)
+            except (KeyError, FileNotFoundError) as error:
+                bad_argument(parser, "chapter", chapter, f"a chapter with a timed full run ({str(error).strip(chr(39))})")
+            print(f"{chapter}: {'updated' if changed else 'already up to date'}")
         return 0
     if not args.executed.is_file():
         bad_argument(parser, "executed", args.executed, "an executed notebook (.ipynb) that exists")

@@ -228,3 +228,30 @@ def test_every_tracked_file_is_under_2_mib():
     assert not big, f"tracked files of 2 MiB or more: {big}"
     kept = sum(size for name, size in sizes.items() if name.startswith("docs/full-runs/"))
     assert kept < 12 * 2**20, f"docs/full-runs holds {kept / 2**20:.1f} MiB: keep fewer or smaller pictures"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_annotate_rebuilds_the_time_paragraph_and_the_show_cells(path, tmp_path):
+    """The committed chapters are what `python -m mlcourse.full_runs annotate` writes from the kept runs."""
+    original = nbformat.read(path, as_version=4)
+    copy = tmp_path / path.name
+    nbformat.write(original, copy)
+    assert not full_runs.annotate(copy), f"{path.name} differs from what its kept full run says: run annotate"
+    stripped = nbformat.read(path, as_version=4)
+    stripped.cells = [c for c in stripped.cells
+                      if not c.source.startswith(full_runs.TIME_HEADING) and "full_runs.show(" not in c.source]
+    nbformat.write(stripped, copy)
+    assert full_runs.annotate(copy)
+    rebuilt = nbformat.read(copy, as_version=4)
+    assert [(c.cell_type, c.source) for c in rebuilt.cells] == [(c.cell_type, c.source) for c in original.cells]
+
+
+def test_annotate_refuses_a_chapter_without_a_timed_run_in_one_line(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 98 · untimed"), nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "98_untimed.ipynb"
+    nbformat.write(nb, path)
+    for target in (path, tmp_path / "missing.ipynb"):
+        done = subprocess.run([sys.executable, "-m", "mlcourse.full_runs", "annotate", str(target)],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
